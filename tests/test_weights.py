@@ -1,0 +1,134 @@
+"""Loading and saving weights: safe, strict, adaptive."""
+
+import os
+
+import pytest
+import torch
+
+import resnetlab
+from resnetlab.weights import adapt_first_conv, read_state_dict
+
+
+def test_safetensors_round_trip(tmp_path):
+    model = resnetlab.create_model("resnet20").eval()
+    path = resnetlab.save_weights(model, tmp_path / "r20.safetensors", metadata={"model": "resnet20"})
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # temp file renamed away
+    loaded = resnetlab.create_model("resnet20", weights=path).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+def test_save_refuses_other_suffix(tmp_path):
+    with pytest.raises(ValueError, match="safetensors"):
+        resnetlab.save_weights(resnetlab.create_model("resnet20"), tmp_path / "w.pth")
+
+
+def test_training_checkpoint_and_ddp_prefix(tmp_path):
+    model = resnetlab.create_model("resnet20")
+    sd = {f"module.{k}": v for k, v in model.state_dict().items()}
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": sd, "epoch": 3, "optimizer": {"lr": 0.1}}, path)
+    loaded = resnetlab.create_model("resnet20", weights=path)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
+
+
+class Payload:
+    """Unpickling this object runs code: a malicious "weights" file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path):
+    marker = str(tmp_path / "pwned")
+    path = tmp_path / "evil.pt"
+    torch.save({"conv1.weight": torch.zeros(1), "x": Payload(marker)}, path)
+    with pytest.raises(ValueError, match="refused") as err:
+        resnetlab.create_model("resnet20", weights=path)
+    assert str(path) in str(err.value) and "mkdir" in str(err.value)
+    assert not os.path.exists(marker)
+
+
+def test_non_tensor_entries_are_refused(tmp_path):
+    path = tmp_path / "odd.pt"
+    torch.save({"conv1.weight": torch.zeros(1), "note": "hello"}, path)
+    with pytest.raises(ValueError, match="'note' is a str"):
+        read_state_dict(path)
+    path2 = tmp_path / "list.pt"
+    torch.save([torch.zeros(1)], path2)
+    with pytest.raises(ValueError, match="found list"):
+        read_state_dict(path2)
+
+
+def test_missing_and_unreadable_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        read_state_dict(tmp_path / "nope.pth")
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a zip file at all")
+    with pytest.raises(ValueError, match="bad.pth"):
+        read_state_dict(bad)
+    bad_st = tmp_path / "bad.safetensors"
+    bad_st.write_bytes(b"\x00" * 16)
+    with pytest.raises(ValueError, match="bad.safetensors"):
+        read_state_dict(bad_st)
+
+
+def test_strict_error_lists_missing_unexpected_and_mismatched(tmp_path):
+    sd = resnetlab.create_model("resnet18").state_dict()
+    del sd["layer1.0.conv1.weight"]
+    sd["extra.weight"] = torch.zeros(3)
+    sd["layer2.0.conv2.weight"] = torch.zeros(1, 1, 3, 3)
+    path = tmp_path / "broken.pth"
+    torch.save(sd, path)
+    with pytest.raises(ValueError) as err:
+        resnetlab.create_model("resnet18", weights=path)
+    msg = str(err.value)
+    assert "missing keys (1): layer1.0.conv1.weight" in msg
+    assert "unexpected keys (1): extra.weight" in msg
+    assert "layer2.0.conv2.weight: file (1, 1, 3, 3) vs model (128, 128, 3, 3)" in msg
+    report = resnetlab.load_weights(resnetlab.create_model("resnet18"), path, strict=False)
+    assert report.missing == ["layer1.0.conv1.weight"] and report.unexpected == ["extra.weight"]
+
+
+def test_plain_net_weights_do_not_fit_the_residual_net(tmp_path):
+    path = tmp_path / "plain.pth"
+    torch.save(resnetlab.create_model("plain18").state_dict(), path)
+    with pytest.raises(ValueError, match="missing keys.*downsample"):
+        resnetlab.create_model("resnet18", weights=path)
+
+
+def test_num_classes_change_reinitialises_the_classifier(tmp_path, caplog):
+    source = resnetlab.create_model("resnet18")
+    path = tmp_path / "r18.pth"
+    torch.save(source.state_dict(), path)
+    model = resnetlab.create_model("resnet18", num_classes=10, weights=path)
+    assert "classifier fc re-initialised for 10 classes: the file has 1000 classes" in caplog.text
+    assert model.fc.out_features == 10
+    assert torch.equal(model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "vgg16", "densenet121", "xception", "resnet18d"])
+def test_grayscale_adaptation_sums_rgb(name, tmp_path, caplog):
+    source = resnetlab.create_model(name).eval()
+    path = tmp_path / "w.safetensors"
+    resnetlab.save_weights(source, path)
+    gray = resnetlab.create_model(name, in_chans=1, weights=path).eval()
+    assert "adapted from 3 to 1 input channels" in caplog.text
+    s = max(source.min_input_size, 32)
+    x = torch.rand(1, 1, s, s)
+    with torch.no_grad():  # a gray image equals the RGB net on that image repeated 3 times
+        torch.testing.assert_close(gray(x), source(x.repeat(1, 3, 1, 1)), atol=1e-4, rtol=1e-4)
+
+
+def test_adapt_first_conv_many_channels_keeps_scale():
+    w = torch.randn(8, 3, 3, 3)
+    w5 = adapt_first_conv(w, 5)
+    assert w5.shape == (8, 5, 3, 3)
+    x = torch.ones(1, 5, 3, 3)
+    ref = torch.nn.functional.conv2d(torch.ones(1, 3, 3, 3), w)
+    torch.testing.assert_close(torch.nn.functional.conv2d(x, w5).mean(), ref.mean(), atol=0.5, rtol=0.5)
