@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -69,9 +70,14 @@ def register_model(
     return builder
 
 
+def _natural(name: str) -> list[object]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style ``pattern`` (e.g. ``"resnet*"``), sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    """Registered model names matching a shell-style ``pattern`` (e.g. ``"resnet*"``), in
+    natural order (resnet18 before resnet101)."""
+    return sorted((n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)), key=_natural)
 
 
 def _close(word: str, choices: list[str]) -> str:
