@@ -91,10 +91,16 @@ class ClassifierMixin:
         return x
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        raise NotImplementedError
+        """Default head: ``avgpool``, optional dropout (``drop_rate``), ``fc``."""
+        x = self.avgpool(x).flatten(1)
+        if getattr(self, "drop_rate", 0.0) > 0:
+            x = nn.functional.dropout(x, self.drop_rate, self.training)
+        return x if pre_logits else self.fc(x)
 
     def reset_classifier(self, num_classes: int) -> None:
-        raise NotImplementedError
+        """Replace the ``fc`` classifier (0: none, the head returns pooled features)."""
+        self.num_classes = num_classes
+        self.fc = linear_or_identity(self.num_features, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         check_input(x, self.in_chans, self.min_input_size, type(self).__name__)

@@ -258,13 +258,3 @@ class ResNet(ClassifierMixin, nn.Module):
         names = ["conv1", "bn1", "relu", "maxpool"] + [n for n, _ in self.named_children() if n.startswith("layer")]
         names.append("final_norm")
         return [(n, getattr(self, n)) for n in names if getattr(self, n, None) is not None]
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.avgpool(x).flatten(1)
-        if self.drop_rate > 0:
-            x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = linear_or_identity(self.num_features, num_classes)

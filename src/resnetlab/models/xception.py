@@ -97,16 +97,6 @@ class Xception(ClassifierMixin, nn.Module):
     def trunk(self) -> list[tuple[str, nn.Module]]:
         return [(n, m) for n, m in self.named_children() if n not in ("avgpool", "fc")]
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.avgpool(x).flatten(1)
-        if self.drop_rate > 0:
-            x = nn.functional.dropout(x, self.drop_rate, self.training)
-        return x if pre_logits else self.fc(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = linear_or_identity(2048, num_classes)
-
 
 xception = register_model("xception", Xception, input_size=(3, 299, 299),
                           paper="Chollet 2017, Xception (arXiv:1610.02357)")
