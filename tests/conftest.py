@@ -5,8 +5,3 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def small_input_size(model) -> int:
-    """The smallest input side a model takes, but at least 32 so every stage sees real pixels."""
-    return max(model.min_input_size, 32)

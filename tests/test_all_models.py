@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import resnetlab
-from conftest import small_input_size
+from model_helpers import small_input_size
 
 ALL = resnetlab.list_models()
 

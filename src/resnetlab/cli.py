@@ -7,6 +7,7 @@ import ast
 import json
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
@@ -75,6 +76,156 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _field_help() -> dict[str, str]:
+    """The commented defaults of TrainConfig, reused as --help text (one source of truth)."""
+    import inspect
+
+    from .train.config import TrainConfig
+
+    out = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        name, _, rest = line.strip().partition(":")
+        if rest and "#" in rest and name.isidentifier():
+            out[name] = rest.split("#", 1)[1].strip().replace("%", "%%")
+    return out
+
+
+def _add_train(sub) -> None:
+    from dataclasses import fields
+
+    from .train.config import TrainConfig
+
+    t = sub.add_parser("train", help="train a model (a recipe, flags, or both)",
+                       description="Train per a recipe (--config) with any config key overridden as --key value.")
+    t.add_argument("--config", metavar="RECIPE", help="shipped recipe name or a YAML path (resnetlab recipes)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
+    t.add_argument("--dry-run", action="store_true", help="1 epoch of 2 batches + 2 eval batches: a smoke test")
+    helps = _field_help()
+    for f in fields(TrainConfig):
+        if f.name == "model_kwargs":
+            continue
+        boolean = f.type == "bool"
+        t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, help=helps.get(f.name),
+                       nargs="?" if boolean else None, const="true" if boolean else None,
+                       metavar="BOOL" if boolean else f.name.upper())
+    t.add_argument("--model-kwargs", nargs="*", default=None, metavar="KEY=VALUE",
+                   help="model options, e.g. stem=cifar drop_path_rate=0.1 (merged into the recipe's)")
+    t.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from .train.config import TrainConfig, load_config, recipe_path
+    from .train.engine import TrainingDiverged, train
+
+    names = {f.name for f in fields(TrainConfig)}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if args.model_kwargs is not None:
+        base = load_config(args.config).model_kwargs if args.config else {}
+        overrides["model_kwargs"] = {**base, **parse_kwargs(args.model_kwargs)}
+    if args.dry_run:
+        overrides.update(epochs=1, limit_train_batches=2, limit_eval_batches=2, max_steps=None)
+        overrides.setdefault("out", "runs/dry-run")
+    if args.resume:
+        cfg = load_config(None, {k: v for k, v in overrides.items() if k in ("epochs", "max_steps", "device", "threads")})
+    else:
+        cfg = load_config(recipe_path(args.config) if args.config else None, overrides)
+    try:
+        summary = train(cfg, resume=args.resume)
+    except TrainingDiverged as e:
+        print(f"resnetlab train: stopped: {e}", file=sys.stderr)
+        return 3
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .train.config import list_recipes, recipe_path
+
+    for name in list_recipes():
+        source = (yaml.safe_load(recipe_path(name).read_text()) or {}).get("source", "")
+        print(f"{name:24s} {source}")
+    return 0
+
+
+def _add_eval(sub) -> None:
+    e = sub.add_parser("eval", help="evaluate a checkpoint: top-1/5, per class, confusion matrix, NLL, ECE, AUC")
+    e.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory (best.pt)")
+    e.add_argument("--data", help="data as for train (default: the data the run was trained on)")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default: test)")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    e.add_argument("--out", help="folder for the confusion matrix CSV/PNG and metrics.json (default: next to the checkpoint)")
+    e.add_argument("--limit-batches", type=int, help="evaluate only this many batches (smoke runs)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .evaluate import classification_metrics, format_metrics, save_confusion_matrix
+    from .inference import checkpoint_path, collect_logits, load_trained
+    from .train.config import from_dict
+    from .train.distributed import DistInfo
+    from .train.loaders import DataBundle, make_batches
+
+    trained = load_trained(args.checkpoint, ema=args.ema)
+    cfg = from_dict({**trained.config, "data": args.data or trained.config["data"], "eval_split": "val",
+                     "eval_batch_size": args.batch_size, "limit_eval_batches": args.limit_batches})
+    from .data import open_dataset, resolve_data_root
+
+    ds = open_dataset(resolve_data_root(cfg.data), args.split, val_split=cfg.val_split, seed=cfg.seed,
+                      cache_dir=cfg.cache_dir, progress=not args.json)
+    if list(ds.classes) != trained.classes:
+        raise ValueError(f"the {args.split} split's classes {list(ds.classes)} differ from the checkpoint's "
+                         f"{trained.classes}")
+    et = trained.eval_transform
+    bundle = DataBundle(ds, ds, trained.classes, trained.in_chans, tuple(et["mean"]), tuple(et["std"]),
+                        et["image_size"])
+    batches = make_batches(bundle, cfg, DistInfo(), train=False)
+    logits, targets = collect_logits(trained.model, batches.epoch(0), device=torch.device("cpu"))
+    metrics = classification_metrics(logits, targets, class_names=trained.classes)
+    metrics.update(checkpoint=str(checkpoint_path(args.checkpoint)), split=args.split, skipped_files=len(ds.skipped))
+    out = Path(args.out) if args.out else checkpoint_path(args.checkpoint).parent / f"eval-{args.split}"
+    out.mkdir(parents=True, exist_ok=True)
+    save_confusion_matrix(metrics["confusion_matrix"], trained.classes, out / "confusion_matrix.csv",
+                          out / "confusion_matrix.png")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(format_metrics(metrics))
+        print(f"confusion matrix: {out / 'confusion_matrix.csv'} and .png; all metrics: {out / 'metrics.json'}")
+    return 0
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="top-k classes of images with a trained checkpoint")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size or mode)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory (best.pt)")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_predict)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import load_trained, predict_images
+
+    trained = load_trained(args.checkpoint)
+    results = predict_images(trained, args.images, topk=args.topk)
+    if args.json:
+        print(json.dumps([{"image": im, "top": [{"class": c, "prob": p} for c, p in r]}
+                          for im, r in zip(args.images, results)], indent=2))
+        return 0
+    for image, top in zip(args.images, results):
+        print(f"{image}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in top))
+    return 0
+
+
 def _default_size(name: str) -> tuple[int, int, int]:
     from .models.registry import get_entry
 
@@ -101,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model options, e.g. shortcut=A stem=cifar drop_path_rate=0.1")
     s.add_argument("--json", action="store_true", help="print JSON rows instead of a table")
     s.set_defaults(func=_cmd_summary)
+
+    _add_train(sub)
+    _add_eval(sub)
+    _add_predict(sub)
+    r = sub.add_parser("recipes", help="list the training recipes shipped with resnetlab, with their sources")
+    r.set_defaults(func=_cmd_recipes)
     return p
 
 

@@ -1,0 +1,104 @@
+"""Trained models back from their checkpoints: evaluation and top-k prediction.
+
+A resnetlab checkpoint records the model name and options, the class names and the eval
+transform (preset, input size, mean/std), so a checkpoint alone is enough to predict.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from .data import folder_transform
+from .models import create_model
+from .train.checkpoint import load_checkpoint
+from .weights import load_weights
+
+__all__ = ["TrainedModel", "load_trained", "checkpoint_path", "collect_logits", "predict_images"]
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module
+    classes: list[str]
+    eval_transform: dict[str, Any]  # preset, image_size, mean, std
+    in_chans: int
+    name: str
+    config: dict[str, Any]
+
+
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run directory (its best.pt, else last.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path} holds no best.pt or last.pt checkpoint")
+    return path
+
+
+def load_trained(checkpoint: str | os.PathLike, *, ema: bool = False, device: str | torch.device = "cpu") -> TrainedModel:
+    """Rebuild the model a checkpoint was trained as and load its (or its EMA's) weights."""
+    ck = load_checkpoint(checkpoint_path(checkpoint))
+    model = create_model(ck["model_name"], num_classes=ck["num_classes"], in_chans=ck["in_chans"],
+                         **ck["model_kwargs"])
+    state = ck["model"]
+    if ema:
+        if not ck.get("ema"):
+            raise ValueError(f"{checkpoint}: this run kept no EMA weights (train with --ema-decay)")
+        state = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
+    load_weights(model, state)
+    return TrainedModel(model.to(device).eval(), list(ck["classes"]), dict(ck["eval_transform"]), ck["in_chans"],
+                        ck["model_name"], dict(ck["config"]))
+
+
+@torch.no_grad()
+def collect_logits(model: nn.Module, batches: Iterable, *, device: torch.device, channels_last: bool = False,
+                   amp: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` over evaluation batches; returns (logits float32 on CPU, targets)."""
+    model.eval()
+    logits, targets = [], []
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    for x, y, _ in batches:
+        x = x.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=amp != "none"):
+            logits.append(model(x).float().cpu())
+        targets.append(y)
+    if not logits:
+        raise ValueError("no evaluation batches: the data set is empty")
+    return torch.cat(logits), torch.cat(targets)
+
+
+def _open(image: str | os.PathLike | Image.Image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    try:
+        with Image.open(image) as img:
+            img.load()
+            return img.copy()
+    except (OSError, Image.DecompressionBombError, ValueError) as e:
+        raise ValueError(f"cannot read image {str(image)!r}: {e}") from None
+
+
+@torch.no_grad()
+def predict_images(trained: TrainedModel, images: Sequence[str | os.PathLike | Image.Image],
+                   topk: int = 5) -> list[list[tuple[str, float]]]:
+    """Top-k (class name, probability) per image, with the checkpoint's own eval transform."""
+    et = trained.eval_transform
+    transform = folder_transform(et["preset"], train=False, image_size=et["image_size"], mean=et["mean"],
+                                 std=et["std"], in_chans=trained.in_chans)
+    x = torch.stack([transform(_open(im)) for im in images])
+    device = next(trained.model.parameters()).device
+    probs = trained.model(x.to(device)).float().softmax(1).cpu()
+    k = min(topk, probs.shape[1])
+    values, indices = probs.topk(k, dim=1)
+    return [[(trained.classes[i], float(p)) for p, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
