@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -128,7 +129,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides.update(epochs=1, limit_train_batches=2, limit_eval_batches=2, max_steps=None)
         overrides.setdefault("out", "runs/dry-run")
     if args.resume:
-        cfg = load_config(None, {k: v for k, v in overrides.items() if k in ("epochs", "max_steps", "device", "threads")})
+        keep = ("epochs", "max_steps", "device", "threads")  # what a resumed run may change
+        cfg = load_config(None, {k: v for k, v in overrides.items() if k in keep})
     else:
         cfg = load_config(recipe_path(args.config) if args.config else None, overrides)
     try:
@@ -136,7 +138,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as e:
         print(f"resnetlab train: stopped: {e}", file=sys.stderr)
         return 3
-    print(json.dumps(summary, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -155,10 +158,12 @@ def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a checkpoint: top-1/5, per class, confusion matrix, NLL, ECE, AUC")
     e.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory (best.pt)")
     e.add_argument("--data", help="data as for train (default: the data the run was trained on)")
-    e.add_argument("--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default: test)")
+    e.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="split to evaluate (default: test)")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
-    e.add_argument("--out", help="folder for the confusion matrix CSV/PNG and metrics.json (default: next to the checkpoint)")
+    e.add_argument("--out", help="folder for the confusion matrix CSV/PNG and metrics.json "
+                                 "(default: eval-SPLIT next to the checkpoint)")
     e.add_argument("--limit-batches", type=int, help="evaluate only this many batches (smoke runs)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_eval)

@@ -44,7 +44,8 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_trained(checkpoint: str | os.PathLike, *, ema: bool = False, device: str | torch.device = "cpu") -> TrainedModel:
+def load_trained(checkpoint: str | os.PathLike, *, ema: bool = False,
+                 device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild the model a checkpoint was trained as and load its (or its EMA's) weights."""
     ck = load_checkpoint(checkpoint_path(checkpoint))
     model = create_model(ck["model_name"], num_classes=ck["num_classes"], in_chans=ck["in_chans"],
@@ -101,4 +102,5 @@ def predict_images(trained: TrainedModel, images: Sequence[str | os.PathLike | I
     probs = trained.model(x.to(device)).float().softmax(1).cpu()
     k = min(topk, probs.shape[1])
     values, indices = probs.topk(k, dim=1)
-    return [[(trained.classes[i], float(p)) for p, i in zip(vs, ix)] for vs, ix in zip(values.tolist(), indices.tolist())]
+    return [[(trained.classes[i], float(p)) for p, i in zip(vs, ix)]
+            for vs, ix in zip(values.tolist(), indices.tolist())]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ShortcutA", "SqueezeExcite", "DropPath", "conv3x3", "conv1x1", "make_shortcut"]
+__all__ = ["ShortcutA", "SqueezeExcite", "DropPath", "conv3x3", "conv1x1", "make_shortcut", "group_norm", "NORMS"]
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -76,6 +79,15 @@ class DropPath(nn.Module):
         return f"p={self.p}"
 
 
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm (Wu & He 2018): 32 groups, or fewer where they do not divide the channels.
+
+    Independent of the batch, so small per-GPU batches and DDP ranks see the same statistics.
+    """
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+NORMS = {"batch": nn.BatchNorm2d, "group": group_norm}
 SHORTCUTS = ("A", "B", "C", None)
 
 
@@ -86,7 +98,7 @@ def make_shortcut(
     stride: int,
     *,
     avg_down: bool = False,
-    with_norm: bool = True,
+    norm: Callable[[int], nn.Module] | None = nn.BatchNorm2d,
 ) -> tuple[nn.Module | None, str | None]:
     """The shortcut of one block and its kind for reports.
 
@@ -107,8 +119,8 @@ def make_shortcut(
         layers.append(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False))
         stride = 1
     layers.append(conv1x1(in_chs, out_chs, stride))
-    if with_norm:
-        layers.append(nn.BatchNorm2d(out_chs))
+    if norm is not None:
+        layers.append(norm(out_chs))
     if len(layers) == 1:
         return layers[0], "projection"
     return nn.Sequential(*layers), "projection"

@@ -8,13 +8,13 @@ the CIFAR networks of §4.2, SE, ResNeXt, Wide ResNet, pre-activation blocks and
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch.nn as nn
 from torch import Tensor
 
 from .base import ClassifierMixin, FeatureInfo, FeatureSpec, linear_or_identity
-from .layers import SHORTCUTS, DropPath, SqueezeExcite, conv1x1, conv3x3, make_shortcut
+from .layers import NORMS, SHORTCUTS, DropPath, SqueezeExcite, conv1x1, conv3x3, make_shortcut
 
 __all__ = ["BasicBlock", "Bottleneck", "PreActBlock", "ResNet"]
 
@@ -38,17 +38,18 @@ class BasicBlock(_Block):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, *, shortcut: str | None = "B",
                  avg_down: bool = False, groups: int = 1, base_width: int = 64, dilation: int = 1,
                  first_dilation: int | None = None, se_reduction: int | None = None,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError(f"BasicBlock takes groups=1 and width_per_group=64, got {groups}, {base_width}")
         self.conv1 = conv3x3(inplanes, planes, stride, dilation=first_dilation or dilation)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes, dilation=dilation)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm(planes)
         self.se = SqueezeExcite(planes, se_reduction) if se_reduction else None
-        self.downsample, self.shortcut_kind = make_shortcut(shortcut, inplanes, planes, stride, avg_down=avg_down)
+        self.downsample, self.shortcut_kind = make_shortcut(shortcut, inplanes, planes, stride, avg_down=avg_down,
+                                                            norm=norm)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.stride = stride
 
@@ -71,19 +72,20 @@ class Bottleneck(_Block):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, *, shortcut: str | None = "B",
                  avg_down: bool = False, groups: int = 1, base_width: int = 64, dilation: int = 1,
                  first_dilation: int | None = None, se_reduction: int | None = None,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups
         outplanes = planes * self.expansion
         self.conv1 = conv1x1(inplanes, width)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = norm(width)
         self.conv2 = conv3x3(width, width, stride, groups, first_dilation or dilation)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn2 = norm(width)
         self.conv3 = conv1x1(width, outplanes)
-        self.bn3 = nn.BatchNorm2d(outplanes)
+        self.bn3 = norm(outplanes)
         self.relu = nn.ReLU(inplace=True)
         self.se = SqueezeExcite(outplanes, se_reduction) if se_reduction else None
-        self.downsample, self.shortcut_kind = make_shortcut(shortcut, inplanes, outplanes, stride, avg_down=avg_down)
+        self.downsample, self.shortcut_kind = make_shortcut(shortcut, inplanes, outplanes, stride,
+                                                            avg_down=avg_down, norm=norm)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.stride = stride
 
@@ -108,17 +110,17 @@ class PreActBlock(_Block):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, *, shortcut: str | None = "B",
                  avg_down: bool = False, groups: int = 1, base_width: int = 64, dilation: int = 1,
                  first_dilation: int | None = None, se_reduction: int | None = None,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, norm: Callable[[int], nn.Module] = nn.BatchNorm2d) -> None:
         super().__init__()
         if groups != 1 or base_width != 64 or se_reduction:
             raise ValueError("PreActBlock takes no groups, width_per_group or SE")
-        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.bn1 = norm(inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.conv1 = conv3x3(inplanes, planes, stride, dilation=first_dilation or dilation)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm(planes)
         self.conv2 = conv3x3(planes, planes, dilation=dilation)
         self.downsample, self.shortcut_kind = make_shortcut(
-            shortcut, inplanes, planes, stride, avg_down=avg_down, with_norm=False)
+            shortcut, inplanes, planes, stride, avg_down=avg_down, norm=None)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.stride = stride
 
@@ -136,7 +138,7 @@ BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck, "preact": PreActBlock}
 STEMS = ("imagenet", "cifar", "deep")
 
 
-def _stem(kind: str, in_chans: int, width: int, preact: bool) -> dict[str, nn.Module]:
+def _stem(kind: str, in_chans: int, width: int, preact: bool, norm: Callable[[int], nn.Module]) -> dict[str, nn.Module]:
     """The stem's modules by torchvision name (``conv1``, ``bn1``, ``relu``, ``maxpool``)."""
     if kind == "imagenet":
         conv: nn.Module = nn.Conv2d(in_chans, width, 7, 2, 3, bias=False)
@@ -145,11 +147,11 @@ def _stem(kind: str, in_chans: int, width: int, preact: bool) -> dict[str, nn.Mo
     else:  # "deep": ResNet-C/D stem, three 3x3 convs; timm's names (conv1.0 .. conv1.6)
         mid = width // 2
         conv = nn.Sequential(
-            conv3x3(in_chans, mid, 2), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-            conv3x3(mid, mid), nn.BatchNorm2d(mid), nn.ReLU(inplace=True), conv3x3(mid, width))
+            conv3x3(in_chans, mid, 2), norm(mid), nn.ReLU(inplace=True),
+            conv3x3(mid, mid), norm(mid), nn.ReLU(inplace=True), conv3x3(mid, width))
     mods: dict[str, nn.Module] = {"conv1": conv}
     if not preact:  # a pre-activation net starts its first block with BN-ReLU instead
-        mods.update(bn1=nn.BatchNorm2d(width), relu=nn.ReLU(inplace=True))
+        mods.update(bn1=norm(width), relu=nn.ReLU(inplace=True))
     if kind != "cifar":
         mods["maxpool"] = nn.MaxPool2d(3, 2, 1)
     return mods
@@ -175,6 +177,7 @@ class ResNet(ClassifierMixin, nn.Module):
             (for DeepLabV3); allowed for BasicBlock nets too, unlike torchvision.
         drop_rate: dropout before the classifier. drop_path_rate: stochastic depth, linear rule.
         zero_init_residual: start each residual branch at zero (Goyal et al. 2017).
+        norm_layer: "batch" (BatchNorm, the paper's) or "group" (GroupNorm, batch-independent).
     """
 
     def __init__(self, block: str = "basic", layers: Sequence[int] = (2, 2, 2, 2), num_classes: int = 1000,
@@ -182,10 +185,13 @@ class ResNet(ClassifierMixin, nn.Module):
                  stem_width: int | None = None, shortcut: str | None = "B", avg_down: bool = False,
                  groups: int = 1, width_per_group: int = 64, se_reduction: int | None = None,
                  replace_stride_with_dilation: Sequence[bool] | None = None, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, zero_init_residual: bool = False) -> None:
+                 drop_path_rate: float = 0.0, zero_init_residual: bool = False, norm_layer: str = "batch") -> None:
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+        if norm_layer not in NORMS:
+            raise ValueError(f"norm_layer must be one of {sorted(NORMS)}, got {norm_layer!r}")
+        norm = NORMS[norm_layer]
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         if shortcut == "none":
@@ -207,7 +213,7 @@ class ResNet(ClassifierMixin, nn.Module):
         self.has_shortcuts = "no" if shortcut is None else f"yes ({shortcut})"
         self.first_conv = "conv1.0" if stem == "deep" else "conv1"
         stem_width = stem_width or widths[0]
-        for name, module in _stem(stem, in_chans, stem_width, preact).items():
+        for name, module in _stem(stem, in_chans, stem_width, preact, norm).items():
             self.add_module(name, module)
 
         reduction = 1 if stem == "cifar" else 2
@@ -225,12 +231,12 @@ class ResNet(ClassifierMixin, nn.Module):
                 blocks.append(blk(inplanes, w, stride if j == 0 else 1, shortcut=shortcut, avg_down=avg_down,
                                   groups=groups, base_width=width_per_group, dilation=dilation,
                                   first_dilation=first_dilation if j == 0 else dilation,
-                                  se_reduction=se_reduction, drop_path=dpr))
+                                  se_reduction=se_reduction, drop_path=dpr, norm=norm))
                 inplanes, idx = w * blk.expansion, idx + 1
             reduction *= stride
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             info.append(FeatureSpec(f"layer{i + 1}", inplanes, reduction))
-        self.final_norm = nn.Sequential(nn.BatchNorm2d(inplanes), nn.ReLU(inplace=True)) if preact else None
+        self.final_norm = nn.Sequential(norm(inplanes), nn.ReLU(inplace=True)) if preact else None
         if preact:
             info[-1] = FeatureSpec("final_norm", inplanes, reduction)
         self.feature_info = FeatureInfo(info)
@@ -246,7 +252,7 @@ class ResNet(ClassifierMixin, nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d) and m.bias is None:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_residual:

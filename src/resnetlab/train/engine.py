@@ -106,6 +106,9 @@ class Trainer:
         model = model.to(self.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if cfg.sync_bn and self.device.type != "cuda":
+            raise ValueError("sync_bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); on the CPU, "
+                             "--model-kwargs norm_layer=group makes normalisation independent of the batch split")
         if cfg.sync_bn and self.info.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model

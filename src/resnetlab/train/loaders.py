@@ -119,7 +119,8 @@ class FolderBatches:
 
     def __init__(self, ds: FolderDataset, batch_size: int, *, train: bool, seed: int, info: DistInfo,
                  workers: int, limit: int | None = None) -> None:
-        self.ds, self.batch_size, self.train, self.seed, self.info, self.workers = ds, batch_size, train, seed, info, workers
+        self.ds, self.batch_size, self.train, self.seed = ds, batch_size, train, seed
+        self.info, self.workers = info, workers
         n = len(ds) // batch_size if train else -(-len(ds) // batch_size)
         self.num_batches = max(min(n, limit) if limit else n, 1 if len(ds) else 0)
 

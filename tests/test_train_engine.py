@@ -1,0 +1,91 @@
+"""The training engine on tiny data: run directory, learning, divergence, bad files, options."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from resnetlab.train.checkpoint import load_checkpoint
+from resnetlab.train.engine import TrainingDiverged, train
+from resnetlab.utils import read_scalars
+from train_helpers import tiny_config, write_tree
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return write_tree(tmp_path / "colours")
+
+
+def test_run_directory_is_complete(tree, tmp_path):
+    out = tmp_path / "run"
+    summary = train(tiny_config(tree, out, epochs=2))
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "last.pt", "best.pt", "train.log", "summary.json"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "img_per_s", "wall_time_s"):
+        assert all(key in r for r in rows), key
+    assert (out / "metrics.csv").read_text().splitlines()[0].startswith("epoch,train_loss,train_acc,val_loss")
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    for key in ("best_top1", "final_top1", "epochs", "wall_time_s", "images_per_s", "skipped_files"):
+        assert key in saved, key
+    assert 0.0 <= saved["final_top1"] <= saved["best_top1"] <= 1.0 and saved["epochs"] == 2
+    assert saved["skipped_files"] == 0 and saved["images_per_s"] > 0
+    tags = {tag for tag, _, _ in read_scalars(out)}
+    assert {"train_loss", "val_top1", "lr"} <= tags
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["classes"] == ["blue", "green", "red"] and ck["epoch"] == 2 and ck["global_step"] == 8
+
+
+def test_it_learns(tree, tmp_path):
+    summary = train(tiny_config(tree, tmp_path / "run", epochs=6, lr=0.1))
+    assert summary["best_top1"] >= 0.9  # mean colour decides the class: easy, but only if training works
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tree, tmp_path, monkeypatch):
+    real, calls = F.cross_entropy, []
+
+    def poisoned(*args, **kwargs):  # the 7th training loss (epoch 2, batch 3) is NaN
+        calls.extend([1] if args[0].requires_grad else [])
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 7 else loss
+
+    monkeypatch.setattr(F, "cross_entropy", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at epoch 2, step 7 \(batch 3\)") as err:
+        train(tiny_config(tree, out, ckpt_every_steps=1))
+    assert str(out / "last.pt") in str(err.value)
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["global_step"] == 6 and ck["epoch"] == 1 and ck["batch"] == 2  # the last good step
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    assert not (out / "summary.json").exists()
+
+
+def test_bad_files_are_skipped_and_counted(tree, tmp_path):
+    (tree / "train" / "red" / "broken.png").write_bytes(b"\x89PNG not really")
+    summary = train(tiny_config(tree, tmp_path / "run", epochs=1))
+    assert summary["skipped_files"] == 1
+    with pytest.raises(ValueError, match="broken.png"):
+        train(tiny_config(tree, tmp_path / "strict", epochs=1, strict_data=True, cache_dir=str(tmp_path / "c2")))
+
+
+def test_recipe_options_run_together(tree, tmp_path):
+    out = tmp_path / "run"
+    summary = train(tiny_config(tree, out, epochs=2, mixup=0.2, cutmix=1.0, label_smoothing=0.1, ema_decay=0.9,
+                                amp="bf16", channels_last=True, warmup_epochs=0.5, optimizer="adamw", lr=1e-3,
+                                grad_clip=1.0, cutout=4, auto_augment="trivial", image_size=16,
+                                model_kwargs={"layers": (1, 1, 1), "drop_path_rate": 0.1}))
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0.0 <= row["ema_top1"] <= 1.0 and math.isfinite(row["train_loss"])
+    assert load_checkpoint(out / "last.pt")["eval_transform"]["image_size"] == 16
+    assert summary["epochs"] == 2
+
+
+def test_fp16_needs_cuda(tree, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the CPU-only refusal cannot be shown here")
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        train(tiny_config(tree, tmp_path / "run", amp="fp16"))

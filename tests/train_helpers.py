@@ -1,0 +1,60 @@
+"""Tiny image folders and configs for the training tests: seconds, not minutes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from resnetlab.train.config import TrainConfig
+
+COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 50, 40)}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_tree(root: Path, train: int = 16, test: int = 4, size: int = 8, seed: int = 0) -> Path:
+    """root/{train,test}/<colour>/NN.png: noisy images whose mean colour gives the class."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", train), ("test", test)):
+        for cls, rgb in COLOURS.items():
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = np.clip(np.array(rgb) + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:02d}.png")
+    return root
+
+
+def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
+    """ResNet-8 (one block per stage) on 8x8 images; threads=1 so runs are bit-reproducible."""
+    values = dict(model="resnet20", model_kwargs={"layers": (1, 1, 1)}, data=str(data), out=str(out),
+                  cache_dir=str(out.parent / "cache"), epochs=2, batch_size=12, eval_batch_size=12, lr=0.05,
+                  weight_decay=5e-4, schedule="cosine", eval_split="test", threads=1, workers=0, log_every_s=0.0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def cli_args(cfg: TrainConfig) -> list[str]:
+    """The same config as `resnetlab train` flags."""
+    args = []
+    for key, value in cfg.__dict__.items():
+        if key == "model_kwargs":
+            args += ["--model-kwargs", *[f"{k}={v!r}".replace(" ", "") for k, v in value.items()]]
+        elif value is not None and value != getattr(TrainConfig(), key):
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            args += [f"--{key.replace('_', '-')}", text]
+    return args
+
+
+def run_cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m resnetlab ARGS``; with ``check``, fail with its stderr on a non-zero exit."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = subprocess.run([sys.executable, "-m", "resnetlab", *args], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=timeout)
+    if check:
+        assert out.returncode == 0, f"resnetlab {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-3000:]}"
+    return out
