@@ -14,9 +14,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# The main job: train ResNet-18 on CIFAR-10 for one epoch of the fast CPU recipe, then evaluate it.
+# Data: DATA=PATH, else $$RESNETLAB_DATA, else ~/.cache/resnetlab/cifar10, else a download (md5-checked).
+DATA ?=
+DEMO_OUT ?= runs/demo
 demo: $(STAMP)
-	$(VENV)/bin/resnetlab models
-	$(VENV)/bin/resnetlab summary resnet18 --depth 2
+	$(VENV)/bin/resnetlab train --config cifar10-resnet18-fast --epochs 1 --download --out $(DEMO_OUT) \
+		$(if $(DATA),--data $(DATA))
+	$(VENV)/bin/resnetlab eval --checkpoint $(DEMO_OUT) --split test
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -183,7 +183,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                      "eval_batch_size": args.batch_size, "limit_eval_batches": args.limit_batches})
     from .data import open_dataset, resolve_data_root
 
-    ds = open_dataset(resolve_data_root(cfg.data), args.split, val_split=cfg.val_split, seed=cfg.seed,
+    ds = open_dataset(resolve_data_root(cfg.data, cache_dir=cfg.cache_dir), args.split, val_split=cfg.val_split, seed=cfg.seed,
                       cache_dir=cfg.cache_dir, progress=not args.json)
     if list(ds.classes) != trained.classes:
         raise ValueError(f"the {args.split} split's classes {list(ds.classes)} differ from the checkpoint's "

@@ -8,9 +8,11 @@ and returns an :class:`ArrayDataset` (decoded uint8 array: small images) or a
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
+from .archive import find_image_archive, is_image_archive, unpack_image_archive
 from .arrays import ArrayDataset, split_indices
 from .cache import default_cache_dir, open_image_folder
 from .cifar import download_cifar10, find_cifar10, open_cifar10
@@ -19,13 +21,16 @@ from .medmnist import open_medmnist
 
 __all__ = [
     "ArrayDataset", "FolderDataset", "collate_skip_bad", "open_dataset", "resolve_data_root",
-    "download_cifar10", "split_indices", "default_cache_dir",
+    "download_cifar10", "split_indices", "default_cache_dir", "unpack_image_archive",
 ]
+
+log = logging.getLogger("resnetlab")
 
 NOT_FOUND_HELP = (
     "pass --data PATH, or set RESNETLAB_DATA, to a folder with train/ and test/ (or val/) holding "
     "one sub-folder of images per class (ImageFolder), a cifar-10-python.tar.gz or its "
-    "cifar-10-batches-py/ folder, or a MedMNIST .npz; or unpack CIFAR-10 as ImageFolder into "
+    "cifar-10-batches-py/ folder, a .tar.gz of such folders, or a MedMNIST .npz; or unpack CIFAR-10 as "
+    "ImageFolder into "
     "~/.cache/resnetlab/cifar10 (train/<class>/*.jpg and test/<class>/*.jpg)"
 )
 
@@ -99,12 +104,15 @@ def _prefer_cifar10_subfolder(path: Path) -> Path:
     return path
 
 
-def resolve_data_root(data: str | os.PathLike | None) -> Path:
+def resolve_data_root(data: str | os.PathLike | None, *, download: bool = False,
+                      cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the data is: ``data``, else ``$RESNETLAB_DATA``, else ``~/.cache/resnetlab/cifar10``.
 
     A folder that holds ``cifar10/train`` and ``cifar10/test`` (the shared data unpacks so)
-    resolves to that ``cifar10`` folder. Nothing found is a FileNotFoundError saying what to put
-    where.
+    resolves to that ``cifar10`` folder; an image-folder archive (``cifar10-jpeg.tar.gz``), or a
+    folder holding one, is unpacked once into the cache. With nothing found, ``download=True``
+    fetches the official CIFAR-10 archive (md5-checked) into the cache; otherwise a
+    FileNotFoundError says what to put where.
     """
     for given, what in ((data, "--data"), (os.environ.get("RESNETLAB_DATA") or None, "RESNETLAB_DATA")):
         if given is None:
@@ -112,8 +120,24 @@ def resolve_data_root(data: str | os.PathLike | None) -> Path:
         path = Path(given).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"{what} points at {path}, which does not exist; {NOT_FOUND_HELP}")
-        return _prefer_cifar10_subfolder(path)
-    default = Path.home() / ".cache" / "resnetlab" / "cifar10"
-    if default.is_dir():
-        return default
+        path = _prefer_cifar10_subfolder(path)
+        if is_image_archive(path):
+            return unpack_image_archive(path, cache_dir)
+        archive = find_image_archive(path) if not (path / "train").is_dir() else None
+        if archive is not None and find_cifar10(path) is None:
+            return unpack_image_archive(archive, cache_dir)
+        return path
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    for candidate in (cache / "cifar10", Path.home() / ".cache" / "resnetlab" / "cifar10"):
+        if (candidate / "train").is_dir():
+            return candidate
+    official = find_cifar10(cache)
+    if official is not None:
+        return official
+    if download:
+        log.info("no data set found; downloading CIFAR-10 (python format) into %s", cache)
+        try:
+            return download_cifar10(cache)
+        except OSError as e:
+            raise FileNotFoundError(f"no data set found and the download failed ({e}); {NOT_FOUND_HELP}") from None
     raise FileNotFoundError(f"no data set found: {NOT_FOUND_HELP}")

@@ -33,6 +33,7 @@ class TrainConfig:
     val_split: float = 0.0  # >0: hold out this fraction of train/ as validation (seeded, stratified)
     eval_split: str = "val"  # split evaluated each epoch: "val" (falls back to test/) or "test"
     cache_dir: str | None = None  # uint8 cache of small images (default ~/.cache/resnetlab)
+    download: bool = False  # no data found: fetch CIFAR-10's official archive (md5-checked) into the cache
     strict_data: bool = False  # an unreadable image is an error instead of a reported skip
     workers: int = 2  # DataLoader workers for streamed (large-image) folders
     # --- augmentation ---

@@ -86,6 +86,7 @@ class Trainer:
         _setup_logging(self.run_dir, self.info.is_main)
         torch.manual_seed(cfg.seed)
         self.data = build_data(cfg, self.info)
+        self.cfg = cfg = cfg.replace(data=self.data.root)  # the resolved config names the data it used
         self.train_batches = make_batches(self.data, cfg, self.info, train=True)
         self.eval_batches = make_batches(self.data, cfg, self.info, train=False)
         self._build_model()

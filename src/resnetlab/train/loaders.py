@@ -45,6 +45,7 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_size: int  # network input side
+    root: str = ""  # where the data was found (resolved from --data, RESNETLAB_DATA or the cache)
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -53,7 +54,7 @@ class DataBundle:
 
 def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
     """Open the train and evaluation splits (rank 0 first, so only it builds the cache)."""
-    root = resolve_data_root(cfg.data)
+    root = resolve_data_root(cfg.data, download=cfg.download and info.is_main, cache_dir=cfg.cache_dir)
     kw = dict(val_split=cfg.val_split, seed=cfg.seed, cache_dir=cfg.cache_dir, strict=cfg.strict_data)
     opened: tuple = ()
     for turn in (True, False):
@@ -74,7 +75,7 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
         size = train.image_size[0]
     else:
         size = 224
-    return DataBundle(train, val, list(train.classes), train.in_chans, tuple(mean), tuple(std), size)
+    return DataBundle(train, val, list(train.classes), train.in_chans, tuple(mean), tuple(std), size, str(root))
 
 
 class ArrayBatches:
