@@ -78,6 +78,13 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
     return DataBundle(train, val, list(train.classes), train.in_chans, tuple(mean), tuple(std), size, str(root))
 
 
+def _eval_order(n: int, used: int, seed: int) -> torch.Tensor:
+    """All samples in order; a limited evaluation takes a fixed random subset, not the first classes."""
+    if used >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=generator(seed, -1))[:used].sort().values
+
+
 class ArrayBatches:
     """Batches of an in-memory uint8 data set, augmented on whole batches with tensor ops."""
 
@@ -89,7 +96,8 @@ class ArrayBatches:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, int]]:
         n = len(self.ds)
-        order = torch.randperm(n, generator=generator(self.seed, epoch)) if self.train else torch.arange(n)
+        order = torch.randperm(n, generator=generator(self.seed, epoch)) if self.train else _eval_order(
+            n, self.num_batches * self.batch_size, self.seed)
         for b in range(start, self.num_batches):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size].numpy()
             images = torch.from_numpy(np.ascontiguousarray(self.ds.images[idx]))
@@ -127,7 +135,8 @@ class FolderBatches:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, int]]:
         n, w = len(self.ds), self.info.world_size
-        order = torch.randperm(n, generator=generator(self.seed, epoch)) if self.train else torch.arange(n)
+        order = torch.randperm(n, generator=generator(self.seed, epoch)) if self.train else _eval_order(
+            n, self.num_batches * self.batch_size, self.seed)
         order = order[start * self.batch_size: self.num_batches * self.batch_size]
         per = self.batch_size // w
         if self.info.enabled:  # rank r takes its slice of each global batch (training only)
