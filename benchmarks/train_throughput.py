@@ -159,7 +159,8 @@ def report(args, runs: dict[str, list[dict]]) -> None:
         rows.append(f"| {labels[n]} | {v['median']:.1f} [{v['min']:.1f}, {v['max']:.1f}] | "
                     f"{v['median'] / base:.2f}x | {v['median'] / fp32:.2f}x | "
                     f"{100 * s['data_wait_frac']['median']:.1f} % | {100 * s['top1']['median']:.2f} % |"
-                    if base and fp32 else f"| {labels[n]} | {v['median']:.1f} | | | | {100 * s['top1']['median']:.2f} % |")
+                    if base and fp32 else f"| {labels[n]} | {v['median']:.1f} | | | | "
+                    f"{100 * s['top1']['median']:.2f} % |")
     cmd = " ".join(["python benchmarks/train_throughput.py", "--steps", str(args.steps), "--repeats",
                     str(args.repeats), "--batch-size", str(args.batch_size), "--workers", str(args.workers)])
     md = (f"# Training throughput: ResNet-18 (CIFAR stem) on CIFAR-10 JPEGs\n\n{header_md(env, cmd)}\n"

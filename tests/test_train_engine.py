@@ -89,3 +89,25 @@ def test_fp16_needs_cuda(tree, tmp_path):
         pytest.skip("this machine has CUDA; the CPU-only refusal cannot be shown here")
     with pytest.raises(ValueError, match="fp16.*CUDA"):
         train(tiny_config(tree, tmp_path / "run", amp="fp16"))
+
+
+def test_medmnist_npz_grayscale_follows_the_data(tmp_path):
+    """A MedMNIST-style .npz of gray 10x10 images: in_chans=1 and 2 classes come from the data."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        labels = rng.integers(0, 2, (n, 1))
+        images = np.clip(labels[:, :, None] * 120 + rng.normal(60, 20, (n, 10, 10)), 0, 255).astype(np.uint8)
+        return images, labels
+
+    arrays = {}
+    for name, n in (("train", 48), ("val", 12), ("test", 12)):
+        arrays[f"{name}_images"], arrays[f"{name}_labels"] = split(n)
+    np.savez(tmp_path / "tinymnist.npz", **arrays)
+    out = tmp_path / "run"
+    summary = train(tiny_config(tmp_path / "tinymnist.npz", out, epochs=3, eval_split="val", lr=0.1))
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["in_chans"] == 1 and ck["num_classes"] == 2 and ck["classes"] == ["0", "1"]
+    assert ck["model"]["conv1.weight"].shape[1] == 1 and summary["best_top1"] > 0.8

@@ -172,6 +172,7 @@ def _add_eval(sub) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
+    from .data import open_dataset, resolve_data_root
     from .evaluate import classification_metrics, format_metrics, save_confusion_matrix
     from .inference import checkpoint_path, collect_logits, load_trained
     from .train.config import from_dict
@@ -181,9 +182,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     trained = load_trained(args.checkpoint, ema=args.ema)
     cfg = from_dict({**trained.config, "data": args.data or trained.config["data"], "eval_split": "val",
                      "eval_batch_size": args.batch_size, "limit_eval_batches": args.limit_batches})
-    from .data import open_dataset, resolve_data_root
-
-    ds = open_dataset(resolve_data_root(cfg.data, cache_dir=cfg.cache_dir), args.split, val_split=cfg.val_split, seed=cfg.seed,
+    root = resolve_data_root(cfg.data, cache_dir=cfg.cache_dir)
+    ds = open_dataset(root, args.split, val_split=cfg.val_split, seed=cfg.seed,
                       cache_dir=cfg.cache_dir, progress=not args.json)
     if list(ds.classes) != trained.classes:
         raise ValueError(f"the {args.split} split's classes {list(ds.classes)} differ from the checkpoint's "

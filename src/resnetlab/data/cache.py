@@ -14,9 +14,7 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.progress import Progress
 from .arrays import ArrayDataset, split_indices
 from .folder import (
     GRAY_MODES,
@@ -40,6 +39,7 @@ from .folder import (
 
 __all__ = ["open_image_folder", "default_cache_dir", "CACHE_VERSION"]
 
+
 log = logging.getLogger("resnetlab")
 
 CACHE_VERSION = 1
@@ -51,37 +51,6 @@ def default_cache_dir() -> Path:
     """``$RESNETLAB_CACHE`` if set, else ``~/.cache/resnetlab``."""
     env = os.environ.get("RESNETLAB_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "resnetlab"
-
-
-class Progress:
-    """A progress line on stderr: rewritten in place on a terminal, every ~10% otherwise."""
-
-    def __init__(self, total: int, desc: str, enabled: bool = True) -> None:
-        self.total, self.desc, self.done = total, desc, 0
-        self.enabled = enabled and total > 0
-        self.tty = sys.stderr.isatty()
-        self.start = self.last = time.monotonic()
-        self.next_pct = 10
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        now, pct = time.monotonic(), 100 * self.done // self.total
-        if self.tty and now - self.last > 0.2:
-            sys.stderr.write(f"\r{self._line()}")
-            self.last = now
-        elif not self.tty and pct >= self.next_pct and self.done < self.total:
-            sys.stderr.write(self._line() + "\n")
-            self.next_pct = pct // 10 * 10 + 10
-
-    def _line(self) -> str:
-        return f"resnetlab: {self.desc}: {self.done}/{self.total} ({time.monotonic() - self.start:.1f}s)"
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write(("\r" if self.tty else "") + self._line() + "\n")
-            sys.stderr.flush()
 
 
 def _hash(*parts: Any) -> str:
@@ -158,7 +127,7 @@ def _headers(folder: Path, files: list, index_path: Path, key: str, progress: bo
     meta = _read_json(index_path, key)
     if meta is not None:
         return [tuple(h) if isinstance(h, list) else h for h in meta["headers"]]
-    bar = Progress(len(files), f"reading headers of {folder}", progress)
+    bar = Progress(len(files), f"reading headers of {folder}", enabled=progress, unit="file")
     jobs = [(paths,) for _, paths in _chunks([f[0] for f in files])]
     headers = [h for part in _map(_header_chunk, jobs, len(files), bar) for h in part]
     bar.close()
@@ -188,7 +157,7 @@ def _build_array(npy: Path, paths: list[str], mode: str, size: tuple[int, int], 
     try:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size[1], size[0], c))
         del arr
-        bar = Progress(len(paths), f"caching {len(paths)} images", progress)
+        bar = Progress(len(paths), f"caching {len(paths)} images", enabled=progress, unit="img")
         jobs = [(tmp, start, mode, size, part) for start, part in _chunks(paths)]
         bad = sorted(b for part in _map(_decode_chunk, jobs, len(paths), bar) for b in part)
         bar.close()

@@ -20,7 +20,7 @@ from typing import IO
 import numpy as np
 
 from .arrays import ArrayDataset, split_indices
-from .cache import Progress
+from ..utils.progress import Progress
 
 __all__ = ["open_cifar10", "download_cifar10", "find_cifar10", "load_cifar_pickle", "CIFAR10_URL", "CIFAR10_MD5"]
 
@@ -164,7 +164,7 @@ def download_cifar10(
         h = hashlib.md5()
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as resp:
             total = int(resp.headers.get("Content-Length") or 0)
-            bar = Progress(total, f"downloading {url} (bytes)", progress)
+            bar = Progress(total or None, f"downloading {url}", enabled=progress, unit="B")
             for block in iter(lambda: resp.read(1 << 20), b""):
                 out.write(block)
                 h.update(block)
