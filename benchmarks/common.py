@@ -3,45 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
-import subprocess
-import time
 from pathlib import Path
 
-import torch
+from resnetlab.utils.env import environment  # noqa: F401  (the benchmarks' header facts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def environment() -> dict:
-    import torchvision
-
-    import resnetlab
-
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        rev = ""
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "resnetlab": resnetlab.__version__, "git": rev,
-    }
 
 
 def spread(values: list[float]) -> dict:

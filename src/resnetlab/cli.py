@@ -231,6 +231,92 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_analysis(sub) -> None:
+    g = sub.add_parser("gradflow", help="gradient norm of every layer, plain vs residual, at init and after training")
+    g.add_argument("--models", default="resnet18,plain18,resnet56,plain56", help="comma-separated model names")
+    g.add_argument("--data", help="training data (default: CIFAR-10 found as for train)")
+    g.add_argument("--random-data", action="store_true", help="use uniform noise instead of real images")
+    g.add_argument("--steps", type=int, default=50, help="training steps between the two measurements")
+    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--threads", type=int)
+    g.add_argument("--out", default="runs/gradflow")
+    g.set_defaults(func=_cmd_gradflow)
+    d = sub.add_parser("degradation", help="plain vs residual nets of growing depth (He et al. 2015, Fig. 1 and 6)")
+    d.add_argument("--depths", default="20,32,56", help="comma-separated depths 6n+2 (default: 20,32,56)")
+    d.add_argument("--data", help="training data (default: CIFAR-10 found as for train)")
+    d.add_argument("--epochs", type=int, help="epochs per net (default: as many as fit --budget-minutes)")
+    d.add_argument("--budget-minutes", type=float, default=25.0, help="wall-clock budget for all runs (default 25)")
+    d.add_argument("--preset", default="cpu", choices=("cpu", "paper"),
+                   help="cpu: cosine over the budget, bf16; paper: He et al.'s 64k iterations (for a GPU)")
+    _common_experiment_args(d, "runs/degradation")
+    d.set_defaults(func=_cmd_degradation)
+    x = sub.add_parser("experiment", help="smaller claims as experiments: shortcuts (A/B/C), batchnorm")
+    x.add_argument("name", choices=("shortcuts", "batchnorm"))
+    x.add_argument("--data", help="training data (default: CIFAR-10 found as for train)")
+    x.add_argument("--epochs", type=int, default=3)
+    x.add_argument("--depth", type=int, default=20, help="CIFAR network depth 6n+2 (default 20)")
+    _common_experiment_args(x, None)
+    x.set_defaults(func=_cmd_experiment)
+    r = sub.add_parser("report", help="print (or render as HTML) an experiment's report.md")
+    r.add_argument("run_dir", metavar="RUN_DIR")
+    r.add_argument("--html", action="store_true", help="write report.html beside it and print its path")
+    r.set_defaults(func=_cmd_report)
+
+
+def _cmd_gradflow(args: argparse.Namespace) -> int:
+    from .analysis import run_gradflow
+    from .analysis.experiments import GRADFLOW_BASE
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    base = GRADFLOW_BASE.replace(batch_size=args.batch_size)
+    run_gradflow(models, out=args.out, data=args.data, random_data=args.random_data, steps=args.steps, base=base,
+                 threads=args.threads)
+    print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def _common_experiment_args(p: argparse.ArgumentParser, out: str | None) -> None:
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--train-batches", type=int, help="train on only this many batches per epoch (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", default=out, help=f"run folder (default: {out or 'runs/NAME'})")
+
+
+def _cmd_degradation(args: argparse.Namespace) -> int:
+    from .analysis.experiments import run_degradation
+
+    depths = [int(d) for d in args.depths.split(",") if d.strip()]
+    run_degradation(depths, out=args.out, data=args.data, epochs=args.epochs, budget_minutes=args.budget_minutes,
+                    preset=args.preset, seed=args.seed, threads=args.threads, train_batches=args.train_batches,
+                    batch_size=args.batch_size)
+    print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from .analysis.experiments import run_experiment
+
+    out = args.out or f"runs/{args.name}"
+    run_experiment(args.name, out=out, data=args.data, epochs=args.epochs, depth=args.depth, seed=args.seed,
+                   threads=args.threads, train_batches=args.train_batches, batch_size=args.batch_size)
+    print((Path(out) / "report.md").read_text())
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .analysis.report import read_report, to_html
+
+    text = read_report(args.run_dir)
+    if args.html:
+        path = Path(args.run_dir) / "report.html"
+        path.write_text(to_html(text))
+        print(path)
+    else:
+        print(text)
+    return 0
+
+
 def _default_size(name: str) -> tuple[int, int, int]:
     from .models.registry import get_entry
 
@@ -261,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_predict(sub)
+    _add_analysis(sub)
     r = sub.add_parser("recipes", help="list the training recipes shipped with resnetlab, with their sources")
     r.set_defaults(func=_cmd_recipes)
     return p

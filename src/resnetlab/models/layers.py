@@ -87,7 +87,12 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, channels), channels)
 
 
-NORMS = {"batch": nn.BatchNorm2d, "group": group_norm}
+def no_norm(channels: int) -> nn.Identity:
+    """No normalisation: the control for the batch-norm experiment."""
+    return nn.Identity()
+
+
+NORMS = {"batch": nn.BatchNorm2d, "group": group_norm, "none": no_norm}
 SHORTCUTS = ("A", "B", "C", None)
 
 

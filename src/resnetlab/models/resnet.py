@@ -24,12 +24,20 @@ class _Block(nn.Module):
 
     expansion = 1
     shortcut_kind: str | None  # None (plain), "identity", "A" or "projection"
+    # Analysis hook (resnetlab.analysis.gradflow): probe(block, x, branch, identity, total) may
+    # return a replacement for total; None outside an analysis, so it costs one attribute read.
+    probe = None
 
     def _add_shortcut(self, out: Tensor, x: Tensor) -> Tensor:
+        identity = None
         if self.shortcut_kind is None:  # plain network: no addition at all
-            return out
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.drop_path(out) + identity
+            total = out
+        else:
+            identity = x if self.downsample is None else self.downsample(x)
+            total = self.drop_path(out) + identity
+        if _Block.probe is not None:
+            total = _Block.probe(self, x, out, identity, total)
+        return total
 
 
 class BasicBlock(_Block):
@@ -177,7 +185,8 @@ class ResNet(ClassifierMixin, nn.Module):
             (for DeepLabV3); allowed for BasicBlock nets too, unlike torchvision.
         drop_rate: dropout before the classifier. drop_path_rate: stochastic depth, linear rule.
         zero_init_residual: start each residual branch at zero (Goyal et al. 2017).
-        norm_layer: "batch" (BatchNorm, the paper's) or "group" (GroupNorm, batch-independent).
+        norm_layer: "batch" (BatchNorm, the paper's), "group" (GroupNorm, batch-independent) or
+            "none" (no normalisation: the control of the batch-norm experiment).
     """
 
     def __init__(self, block: str = "basic", layers: Sequence[int] = (2, 2, 2, 2), num_classes: int = 1000,

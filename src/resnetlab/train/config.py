@@ -77,6 +77,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate every N epochs (and at the end)
     ckpt_every_steps: int = 0  # also checkpoint every N steps within an epoch (0: at epoch ends only)
     log_every_s: float = 10.0  # log-line interval when stderr is not a terminal
+    log_loss_every: int = 0  # also write the training loss every N steps to steps.jsonl (0: off)
     max_skipped_steps: int = 10  # stop after this many consecutive non-finite AMP steps
     sync_bn: bool = False  # SyncBatchNorm under DDP
     limit_train_batches: int | None = None  # smoke runs: stop each epoch after N batches

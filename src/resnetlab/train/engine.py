@@ -227,6 +227,10 @@ class Trainer:
             st["batch"], st["global_step"] = b + 1, st["global_step"] + 1
             bar.update(1, loss=total_loss / seen, acc=correct / seen,
                        img_s=seen * world / (time.perf_counter() - t0))
+            if cfg.log_loss_every and st["global_step"] % cfg.log_loss_every == 0 and self.info.is_main:
+                with open(self.run_dir / "steps.jsonl", "a") as f:
+                    f.write(json.dumps({"step": st["global_step"], "epoch": epoch + 1, "loss": loss,
+                                        "lr": self.optimizer.param_groups[0]["lr"]}) + "\n")
             stop = bool(cfg.max_steps and st["global_step"] >= cfg.max_steps)
             if cfg.ckpt_every_steps and st["global_step"] % cfg.ckpt_every_steps == 0 and b + 1 < n_batches \
                     and not stop:

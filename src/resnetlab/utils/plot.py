@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["line_plot"]
+__all__ = ["line_plot", "side_by_side"]
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
@@ -36,7 +36,7 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 
 def _label(v: float, log: bool) -> str:
     if log:
-        return f"1e{int(v)}" if float(v).is_integer() else f"{10 ** v:.2g}"
+        return f"{10 ** v:.2g}"
     return f"{v:g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
 
 
@@ -90,3 +90,17 @@ def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], pat
     tmp = f"{path}.tmp.png"
     img.save(tmp)
     os.replace(tmp, path)
+
+
+def side_by_side(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
+    """Join PNG panels left to right into one image (e.g. the paper's plain / residual figure)."""
+    images = [Image.open(p).convert("RGB") for p in paths]
+    width, height = sum(im.width for im in images), max(im.height for im in images)
+    canvas = Image.new("RGB", (width, height), "white")
+    x = 0
+    for im in images:
+        canvas.paste(im, (x, 0))
+        x += im.width
+    tmp = f"{out}.tmp.png"
+    canvas.save(tmp)
+    os.replace(tmp, out)
