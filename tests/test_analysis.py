@@ -102,3 +102,15 @@ def test_experiments_run_and_report(name, tree, tmp_path):
     else:
         assert (out / "loss.png").is_file()
         assert all(r["steps"] or r["diverged"] for r in results.values())
+
+
+def test_budget_plan_from_probed_speeds(tree, tmp_path):
+    from resnetlab.analysis.experiments import DEGRADATION_PRESETS, plan_epochs
+
+    base = DEGRADATION_PRESETS["cpu"].replace(data=str(tree), cache_dir=str(tmp_path / "cache"), amp="none",
+                                               channels_last=False, **TINY)
+    epochs, plan = plan_epochs([8, 14], 5.0, base, tmp_path / "plan")
+    assert epochs >= 1 and set(plan["img_per_s"]) == {8, 14} and plan["epoch_seconds_all_runs"] > 0
+    with pytest.raises(ValueError, match="does not fit one epoch"):
+        run_degradation([8], out=tmp_path / "deg", data=str(tree), budget_minutes=1e-6,
+                        cache_dir=str(tmp_path / "cache"), amp="none", channels_last=False, **TINY)

@@ -162,8 +162,8 @@ def cifar_net(kind: str, depth: int) -> tuple[str, dict]:
 
 
 def _probe_speed(base: TrainConfig, model: str, kwargs: dict, out: Path) -> tuple[float, int, int]:
-    """Training img/s of one net over a few steps, and the split sizes."""
-    cfg = base.replace(model=model, model_kwargs=kwargs, epochs=1, limit_train_batches=6, limit_eval_batches=1,
+    """Training img/s of one net over 20 steps (the first, slow one included), and the split sizes."""
+    cfg = base.replace(model=model, model_kwargs=kwargs, epochs=1, limit_train_batches=20, limit_eval_batches=1,
                        out=str(out))
     trainer = Trainer(cfg)
     trainer.fit()

@@ -40,6 +40,19 @@ def _label(v: float, log: bool) -> str:
     return f"{v:g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
 
 
+def _dashes(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float], colour, on: float = 8.0,
+            off: float = 6.0) -> None:
+    length = math.hypot(b[0] - a[0], b[1] - a[1])
+    if length == 0:
+        return
+    ux, uy = (b[0] - a[0]) / length, (b[1] - a[1]) / length
+    t = 0.0
+    while t < length:
+        e = min(t + on, length)
+        d.line([(a[0] + ux * t, a[1] + uy * t), (a[0] + ux * e, a[1] + uy * e)], fill=colour, width=2)
+        t = e + off
+
+
 def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike, *,
               title: str = "", xlabel: str = "", ylabel: str = "", log_y: bool = False,
               size: tuple[int, int] = (900, 560), dashed: Sequence[str] = ()) -> None:
@@ -73,7 +86,7 @@ def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], pat
         if len(xy) > 1:
             if name in dashed:
                 for (ax, ay), (bx, by) in zip(xy, xy[1:]):
-                    d.line([(ax, ay), ((ax + bx) / 2, (ay + by) / 2)], fill=colour, width=2)
+                    _dashes(d, (ax, ay), (bx, by), colour)
             else:
                 d.line(xy, fill=colour, width=2)
         for cx, cy in xy:
