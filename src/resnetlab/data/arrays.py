@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["ArrayDataset", "split_indices"]
+__all__ = ["ArrayDataset", "split_indices", "carve_split"]
 
 
 class ArrayDataset:
@@ -106,3 +106,9 @@ def split_indices(
         train.append(perm[n_val:])
     empty = [np.zeros(0, dtype=np.int64)]
     return np.sort(np.concatenate(train + empty)), np.sort(np.concatenate(val + empty))
+
+
+def carve_split(ds: ArrayDataset, split: str, val_split: float, seed: int, source: str) -> ArrayDataset:
+    """The seeded, stratified ``val_split`` fraction of ``ds`` for split "val", the rest otherwise."""
+    train_idx, val_idx = split_indices(ds.targets, val_split, seed, ds.classes)
+    return ds.subset(val_idx if split == "val" else train_idx, source=source)

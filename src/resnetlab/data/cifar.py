@@ -19,7 +19,7 @@ from typing import IO
 
 import numpy as np
 
-from .arrays import ArrayDataset, split_indices
+from .arrays import ArrayDataset, carve_split
 from ..utils.progress import Progress
 
 __all__ = ["open_cifar10", "download_cifar10", "find_cifar10", "load_cifar_pickle", "CIFAR10_URL", "CIFAR10_MD5"]
@@ -133,9 +133,8 @@ def open_cifar10(source: Path, split: str, *, val_split: float = 0.0, seed: int 
     ds = ArrayDataset(images, targets, classes, source=f"{source} ({'/'.join(batches)})")
     if not carve:
         return ds
-    train_idx, val_idx = split_indices(targets, val_split, seed, classes)
-    where = f"{source} ({split}: val_split={val_split}, seed={seed} of the training batches)"
-    return ds.subset(val_idx if split == "val" else train_idx, source=where)
+    return carve_split(ds, split, val_split, seed,
+                       f"{source} ({split}: val_split={val_split}, seed={seed} of the training batches)")
 
 
 def _md5(path: Path) -> str:

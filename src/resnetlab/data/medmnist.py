@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arrays import ArrayDataset, split_indices
+from .arrays import ArrayDataset, carve_split
 
 __all__ = ["open_medmnist"]
 
@@ -55,6 +55,4 @@ def open_medmnist(path: Path, split: str, *, val_split: float = 0.0, seed: int =
     ds = ArrayDataset(images, targets, classes, source=f"{path} ({part})")
     if not carve:
         return ds
-    train_idx, val_idx = split_indices(targets, val_split, seed, classes)
-    where = f"{path} ({split}: val_split={val_split}, seed={seed} of train)"
-    return ds.subset(val_idx if split == "val" else train_idx, source=where)
+    return carve_split(ds, split, val_split, seed, f"{path} ({split}: val_split={val_split}, seed={seed} of train)")
