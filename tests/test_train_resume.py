@@ -75,3 +75,21 @@ def test_resume_of_a_finished_run_extends_it(tmp_path):
 def test_resume_needs_a_checkpoint(tmp_path):
     out = run_cli("train", "--resume", str(tmp_path), check=False)
     assert out.returncode == 2 and "checkpoint not found" in out.stderr
+
+
+def test_resume_drops_metric_rows_the_checkpoint_does_not_hold(tmp_path):
+    """Killed after an epoch's row was written but before its checkpoint: the row is written once."""
+    import json
+
+    from resnetlab.train.engine import train
+
+    tree = write_tree(tmp_path / "colours")
+    out = tmp_path / "run"
+    cfg = tiny_config(tree, out, epochs=2, ckpt_every_steps=1)
+    train(cfg.replace(epochs=1))  # epoch 1 complete, checkpoint at epoch 1
+    rows = (out / "metrics.jsonl").read_text()
+    (out / "metrics.jsonl").write_text(rows + rows.replace('"epoch": 1', '"epoch": 2'))  # a stray row
+    run_cli("train", "--resume", str(out), "--epochs", "2")
+    epochs = [json.loads(r)["epoch"] for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    assert [r.split(",")[0] for r in (out / "metrics.csv").read_text().splitlines()] == ["epoch", "1", "2"]

@@ -192,7 +192,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     bundle = DataBundle(ds, ds, trained.classes, trained.in_chans, tuple(et["mean"]), tuple(et["std"]),
                         et["image_size"])
     batches = make_batches(bundle, cfg, DistInfo(), train=False)
-    logits, targets = collect_logits(trained.model, batches.epoch(0), device=torch.device("cpu"))
+    model = trained.model.to(memory_format=torch.channels_last) if cfg.channels_last else trained.model
+    logits, targets = collect_logits(model, batches.epoch(0), device=torch.device("cpu"),
+                                     channels_last=cfg.channels_last, amp=cfg.amp)  # as the run evaluated
     metrics = classification_metrics(logits, targets, class_names=trained.classes)
     metrics.update(checkpoint=str(checkpoint_path(args.checkpoint)), split=args.split, skipped_files=len(ds.skipped))
     out = Path(args.out) if args.out else checkpoint_path(args.checkpoint).parent / f"eval-{args.split}"

@@ -154,8 +154,27 @@ class Trainer:
         for key in self.state:
             self.state[key] = ck[key]
         set_rng_state(ck["rng"])
+        if self.info.is_main:
+            self._truncate_metrics(ck["epoch"])
         log.info("resumed from %s at epoch %d, batch %d (step %d)", self.run_dir, ck["epoch"] + 1, ck["batch"],
                  ck["global_step"])
+
+    def _truncate_metrics(self, epochs_done: int) -> None:
+        """Drop metric rows of epochs the checkpoint does not hold (a kill between the row and the
+        checkpoint), so the resumed run writes each epoch's row exactly once."""
+        for name in ("metrics.jsonl", "metrics.csv"):
+            path = self.run_dir / name
+            if not path.exists():
+                continue
+            lines = path.read_text().splitlines(keepends=True)
+            if name.endswith(".csv"):
+                keep = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= epochs_done]
+            else:
+                keep = [ln for ln in lines if json.loads(ln)["epoch"] <= epochs_done]
+            if keep != lines:
+                tmp = path.with_name(f".{name}.tmp")
+                tmp.write_text("".join(keep))
+                os.replace(tmp, path)
 
     # --- one step, one epoch ---------------------------------------------------------------------
     def _autocast(self):
