@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..utils.env import environment
+from ..utils.fileio import atomic_write_text
 
 __all__ = ["setup_facts", "write_csv", "write_json", "write_report", "read_report", "to_html"]
 
@@ -22,12 +23,6 @@ __all__ = ["setup_facts", "write_csv", "write_json", "write_report", "read_repor
 def setup_facts(**extra: Any) -> dict[str, Any]:
     """Machine, versions and date: the evidence that goes with every figure."""
     return environment(**extra)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -43,7 +38,7 @@ def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_text(path, json.dumps(obj, indent=2, default=str))
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
 def write_report(run_dir: Path, *, title: str, question: str, setup: Mapping[str, Any],
@@ -58,7 +53,7 @@ def write_report(run_dir: Path, *, title: str, question: str, setup: Mapping[str
         lines += [f"![{plot}]({plot})", ""]
     lines += ["## Conclusion", "", conclusion, ""]
     path = run_dir / "report.md"
-    _atomic_text(path, "\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path
 
 

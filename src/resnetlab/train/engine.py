@@ -25,6 +25,7 @@ from ..evaluate import classification_metrics
 from ..inference import collect_logits
 from ..models import create_model
 from ..utils import EventWriter, Progress
+from ..utils.fileio import atomic_write_text
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig, from_dict, save_config, to_dict
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
@@ -132,7 +133,7 @@ class Trainer:
             "model": _unwrap(self.model).state_dict(), "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng_state(),
-            **{k: v for k, v in self.state.items()}, "config": to_dict(self.cfg),
+            **self.state, "config": to_dict(self.cfg),
             "model_name": self.cfg.model, "model_kwargs": dict(self.cfg.model_kwargs),
             "num_classes": self.num_classes, "in_chans": self.in_chans, "classes": list(d.classes),
             "eval_transform": {"preset": self.cfg.preset, "image_size": d.image_size, "mean": list(d.mean),
@@ -172,9 +173,7 @@ class Trainer:
             else:
                 keep = [ln for ln in lines if json.loads(ln)["epoch"] <= epochs_done]
             if keep != lines:
-                tmp = path.with_name(f".{name}.tmp")
-                tmp.write_text("".join(keep))
-                os.replace(tmp, path)
+                atomic_write_text(path, "".join(keep))
 
     # --- one step, one epoch ---------------------------------------------------------------------
     def _autocast(self):
@@ -347,9 +346,7 @@ class Trainer:
             "device": str(self.device), "world_size": self.info.world_size, "run_dir": str(self.run_dir),
         }
         if self.info.is_main:
-            tmp = self.run_dir / "summary.json.tmp"
-            tmp.write_text(json.dumps(summary, indent=2))
-            os.replace(tmp, self.run_dir / "summary.json")
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
             self.events.close()
             log.info("done: best top-1 %s, final top-1 %s, %d epochs in %.0f s (%.0f img/s); summary in %s",
                      summary["best_top1"], summary["final_top1"], summary["epochs"], wall,
