@@ -57,19 +57,32 @@ def main() -> None:
     p.add_argument("--target", type=float, default=0.92, help="top-1 to reach")
     p.add_argument("--budget-min", type=float, default=60.0, help="wall-clock budget for the target")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--fresh", action="store_true",
+                   help="drop the runs already in the results JSON (default: keep those not re-run, each "
+                        "with the environment it was measured in)")
     args = p.parse_args()
     env = environment()
-    results = {}
+    results = {} if args.fresh else previous_results(args.out / "cifar10_time_to_accuracy.json")
     for spec in args.run:
         name, recipe, overrides = parse_run(spec)
-        results[name] = train(name, recipe, overrides, args.data, args.runs_dir)
+        results[name] = {**train(name, recipe, overrides, args.data, args.runs_dir), "env": environment()}
     report(args, env, results)
+
+
+def previous_results(path: Path) -> dict:
+    """Runs from an earlier invocation, each tagged with its own environment (hour-long runs are run one by one)."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    return {name: {"env": old.get("env", {}), **r} for name, r in old.get("results", {}).items()}
 
 
 def report(args, env: dict, results: dict) -> None:
     from resnetlab.utils.plot import line_plot
 
     command = "python benchmarks/cifar10_time_to_accuracy.py " + " ".join(f"--run '{r}'" for r in args.run)
+    if len(results) > len(args.run):
+        command += " (earlier runs kept: each section names its own commit and date)"
     lines = ["# CIFAR-10 top-1 against wall-clock time\n", header_md(env, command),
              f"- clock: the run's own wall time, evaluation of the full test split after each epoch included; "
              f"target {100 * args.target:.0f} % within {args.budget_min:.0f} min; one run each (no repeats: "
@@ -81,7 +94,10 @@ def report(args, env: dict, results: dict) -> None:
         verdict = (f"reached {100 * args.target:.0f} % at {hit['wall_time_s'] / 60:.1f} min (epoch {hit['epoch']})"
                    if hit else f"did not reach {100 * args.target:.0f} %")
         within = hit is not None and hit["wall_time_s"] <= args.budget_min * 60
+        renv = r.get("env", env)
         lines += [f"## {name}: `{r['recipe']}` {r['overrides'] or ''}", "",
+                  f"measured {renv.get('date')} at commit {renv.get('git')}; command `resnetlab "
+                  f"{' '.join(r['command'])}`", "",
                   f"final top-1 **{100 * s['final_top1']:.2f} %**, best {100 * s['best_top1']:.2f} %, "
                   f"{s['epochs']} epochs in {s['wall_time_s'] / 60:.1f} min, {s['images_per_s']:.0f} train img/s; "
                   f"{verdict}{' — within the budget' if within else ''}", "",
