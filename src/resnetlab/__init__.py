@@ -6,6 +6,7 @@
     11181642
 """
 
+from .deploy import Predictor
 from .models import FeatureInfo, create_model, list_models
 from .stats import count_macs, count_params, model_summary
 from .weights import load_weights, read_state_dict, save_weights
@@ -13,5 +14,5 @@ from .weights import load_weights, read_state_dict, save_weights
 __version__ = "0.1.0"
 __all__ = [
     "create_model", "list_models", "load_weights", "save_weights", "read_state_dict",
-    "count_params", "count_macs", "model_summary", "FeatureInfo", "__version__",
+    "count_params", "count_macs", "model_summary", "FeatureInfo", "Predictor", "__version__",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .cli_deploy import add_deploy_verbs
 
 __all__ = ["main", "parse_kwargs"]
 
@@ -172,26 +173,12 @@ def _add_eval(sub) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import open_dataset, resolve_data_root
     from .evaluate import classification_metrics, format_metrics, save_confusion_matrix
-    from .inference import checkpoint_path, collect_logits, load_trained
-    from .train.config import from_dict
-    from .train.distributed import DistInfo
-    from .train.loaders import DataBundle, make_batches
+    from .inference import checkpoint_path, collect_logits, load_trained, split_batches
 
     trained = load_trained(args.checkpoint, ema=args.ema)
-    cfg = from_dict({**trained.config, "data": args.data or trained.config["data"], "eval_split": "val",
-                     "eval_batch_size": args.batch_size, "limit_eval_batches": args.limit_batches})
-    root = resolve_data_root(cfg.data, cache_dir=cfg.cache_dir)
-    ds = open_dataset(root, args.split, val_split=cfg.val_split, seed=cfg.seed,
-                      cache_dir=cfg.cache_dir, progress=not args.json)
-    if list(ds.classes) != trained.classes:
-        raise ValueError(f"the {args.split} split's classes {list(ds.classes)} differ from the checkpoint's "
-                         f"{trained.classes}")
-    et = trained.eval_transform
-    bundle = DataBundle(ds, ds, trained.classes, trained.in_chans, tuple(et["mean"]), tuple(et["std"]),
-                        et["image_size"])
-    batches = make_batches(bundle, cfg, DistInfo(), train=False)
+    batches, ds, cfg = split_batches(trained, args.data, args.split, batch_size=args.batch_size,
+                                     limit_batches=args.limit_batches, progress=not args.json)
     model = trained.model.to(memory_format=torch.channels_last) if cfg.channels_last else trained.model
     logits, targets = collect_logits(model, batches.epoch(0), device=torch.device("cpu"),
                                      channels_last=cfg.channels_last, amp=cfg.amp)  # as the run evaluated
@@ -207,29 +194,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(format_metrics(metrics))
         print(f"confusion matrix: {out / 'confusion_matrix.csv'} and .png; all metrics: {out / 'metrics.json'}")
-    return 0
-
-
-def _add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="top-k classes of images with a trained checkpoint")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any size or mode)")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory (best.pt)")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_cmd_predict)
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import load_trained, predict_images
-
-    trained = load_trained(args.checkpoint)
-    results = predict_images(trained, args.images, topk=args.topk)
-    if args.json:
-        print(json.dumps([{"image": im, "top": [{"class": c, "prob": p} for c, p in r]}
-                          for im, r in zip(args.images, results)], indent=2))
-        return 0
-    for image, top in zip(args.images, results):
-        print(f"{image}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in top))
     return 0
 
 
@@ -348,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train(sub)
     _add_eval(sub)
-    _add_predict(sub)
+    add_deploy_verbs(sub)
     _add_analysis(sub)
     r = sub.add_parser("recipes", help="list the training recipes shipped with resnetlab, with their sources")
     r.set_defaults(func=_cmd_recipes)

@@ -20,7 +20,7 @@ from .models import create_model
 from .train.checkpoint import load_checkpoint
 from .weights import load_weights
 
-__all__ = ["TrainedModel", "load_trained", "checkpoint_path", "collect_logits", "predict_images"]
+__all__ = ["TrainedModel", "load_trained", "checkpoint_path", "collect_logits", "predict_images", "split_batches"]
 
 
 @dataclass
@@ -58,6 +58,28 @@ def load_trained(checkpoint: str | os.PathLike, *, ema: bool = False,
     load_weights(model, state)
     return TrainedModel(model.to(device).eval(), list(ck["classes"]), dict(ck["eval_transform"]), ck["in_chans"],
                         ck["model_name"], dict(ck["config"]))
+
+
+def split_batches(trained: TrainedModel, data: str | os.PathLike | None, split: str, *, batch_size: int = 256,
+                  limit_batches: int | None = None, progress: bool = False):
+    """(batches, dataset, config): one split of ``data`` (default: the run's own data) under the checkpoint's
+    eval transform. ``limit_batches`` takes a fixed random subset (seeded), not the first classes."""
+    from .data import open_dataset, resolve_data_root
+    from .train.config import from_dict
+    from .train.distributed import DistInfo
+    from .train.loaders import DataBundle, make_batches
+
+    cfg = from_dict({**trained.config, "data": str(data) if data else trained.config["data"], "eval_split": "val",
+                     "eval_batch_size": batch_size, "limit_eval_batches": limit_batches})
+    root = resolve_data_root(cfg.data, cache_dir=cfg.cache_dir)
+    ds = open_dataset(root, split, val_split=cfg.val_split, seed=cfg.seed, cache_dir=cfg.cache_dir, progress=progress)
+    if list(ds.classes) != trained.classes:
+        raise ValueError(f"the {split} split's classes {list(ds.classes)} differ from the checkpoint's "
+                         f"{trained.classes}")
+    et = trained.eval_transform
+    bundle = DataBundle(ds, ds, trained.classes, trained.in_chans, tuple(et["mean"]), tuple(et["std"]),
+                        et["image_size"])
+    return make_batches(bundle, cfg, DistInfo(), train=False), ds, cfg
 
 
 @torch.no_grad()

@@ -1,0 +1,446 @@
+"""``resnetlab bench``: the article's comparison table (its §4.2: FPS and memory of ResNet-18, VGG-16,
+Inception-v3, Xception), measured on the user's own machine for every inference backend.
+
+Each (model, backend) runs in a fresh subprocess, so its memory figures are its own: the RSS of the
+bare runtime (torch + the backend library imported) and the peak after building and running the
+model. Repeats are interleaved (round r runs every pair once) because machines drift; the table
+gives medians with the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["BENCH_BACKENDS", "BenchSpec", "run_bench", "ARTICLE"]
+
+# backend -> what it runs (the names of the issue; "int8" is the best int8 runtime installed)
+BENCH_BACKENDS = {
+    "eager": "PyTorch eager FP32, NCHW, unfused (what a plain script runs)",
+    "channels_last": "PyTorch FP32, BN folded, channels_last",
+    "compile": "torch.compile FP32, BN folded, channels_last",
+    "bf16": "PyTorch bf16 weights and activations, BN folded, channels_last",
+    "onnxruntime": "ONNX Runtime FP32 (CPU EP, all graph optimisations)",
+    "openvino": "OpenVINO FP32 (f32 precision hint)",
+    "openvino-bf16": "OpenVINO with the bf16 precision hint",
+    "int8": "int8 static PTQ on the best installed runtime (OpenVINO+NNCF, else ONNX Runtime)",
+    "int8-openvino": "OpenVINO int8 (NNCF PTQ)",
+    "int8-onnxruntime": "ONNX Runtime int8 (QDQ, per-channel)",
+    "auto": "resnetlab.Predictor(backend='auto') FP32",
+}
+_NEEDS = {"onnxruntime": ["onnxruntime", "onnx", "onnxscript"], "openvino": ["openvino"],
+          "openvino-bf16": ["openvino"], "int8-openvino": ["openvino", "nncf"],
+          "int8-onnxruntime": ["onnxruntime", "onnx", "onnxscript"]}
+
+# The article's table (§4.2): FPS and memory (MB) as it reports them.
+ARTICLE = {"resnet18": (115, 100), "vgg16": (70, 150), "inception_v3": (50, 200), "xception": (40, 250)}
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    model: str
+    backend: str
+    batch_sizes: tuple[int, ...] = (1, 32)
+    threads: int | None = None
+    seconds: float = 2.0  # measuring time per batch size (after warm-up)
+    checkpoint: str | None = None  # trained weights (else random weights, seeded)
+    data: str | None = None  # with a checkpoint: accuracy on this data's test split, and real calibration
+    acc_images: int = 2000  # images for top-1/top-5
+    calib_images: int = 300
+    model_kwargs: dict = field(default_factory=dict)
+
+
+def missing_packages(backend: str) -> list[str]:
+    import importlib.util
+
+    if backend == "int8":
+        backend = "int8-openvino" if not missing_packages("int8-openvino") else "int8-onnxruntime"
+    return [m for m in _NEEDS.get(backend, []) if importlib.util.find_spec(m) is None]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the optional inference libraries that are installed (importlib.metadata, no imports)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in ("onnxruntime", "onnx", "onnxscript", "openvino", "nncf", "torchao"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+# --- the worker (one model x backend in its own process) -----------------------------------------
+def _rss_mib(key: str = "VmRSS") -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _runtime(spec: BenchSpec, model, meta, calib):
+    """(callable, artefact bytes, precision) for one backend."""
+    import torch
+
+    from .deploy import export as ex
+    from .deploy.predictor import Predictor
+    from .deploy.quantize import quantize_model
+    from .deploy.runtimes import OnnxRuntime, OpenVINORuntime, TorchRuntime
+
+    b = spec.backend
+    state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if b == "eager":
+        net = model.eval()
+
+        @torch.inference_mode()
+        def eager(x):
+            return net(torch.from_numpy(x)).numpy()
+        return eager, state_bytes
+    if b in ("channels_last", "compile", "bf16"):
+        rt = TorchRuntime(model, precision="bf16" if b == "bf16" else "fp32", compile=b == "compile",
+                          threads=spec.threads)
+        return rt, state_bytes // (2 if b == "bf16" else 1)
+    if b == "onnxruntime":
+        blob = ex.to_onnx_bytes(model, meta, dynamic_batch=True)
+        return OnnxRuntime(blob, threads=spec.threads), len(blob)
+    if b in ("openvino", "openvino-bf16"):
+        ov_model = ex.to_openvino(model, meta, dynamic_batch=True)
+        return OpenVINORuntime(ov_model, precision="bf16" if b.endswith("bf16") else "fp32",
+                               threads=spec.threads), state_bytes
+    if b == "auto":
+        p = Predictor(model, "auto", threads=spec.threads, classes=meta.classes, image_size=meta.image_size)
+        return p.runtime, state_bytes
+    if b.startswith("int8"):
+        qb = b.partition("-")[2] or ("openvino" if not missing_packages("int8-openvino") else "onnxruntime")
+        tmp = Path(tempfile.mkdtemp(prefix="resnetlab-bench-"))
+        path = tmp / f"model{ {'openvino': '.xml', 'onnxruntime': '.onnx'}[qb] }"
+        quantize_model(model, meta, path, qb, calib)
+        runtime, _ = ex.load_artefact(path, threads=spec.threads)
+        size = sum(f.stat().st_size for f in tmp.iterdir() if f.suffix in (".xml", ".bin", ".onnx"))
+        return runtime, size
+    raise ValueError(f"unknown bench backend {b!r}; known: {', '.join(BENCH_BACKENDS)}")
+
+
+def _time_calls(run, x, seconds: float, min_calls: int = 3) -> list[float]:
+    run(x)  # warm-up: first-call graph compilation, allocator growth, caches
+    t_end = time.perf_counter() + seconds / 4
+    while time.perf_counter() < t_end:
+        run(x)
+    times: list[float] = []
+    t_end = time.perf_counter() + seconds
+    while len(times) < min_calls or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q / 100 * (len(s) - 1))))]
+
+
+def worker(spec: BenchSpec) -> dict[str, Any]:
+    """Measure one model x backend in this process (called by ``run_bench`` in a subprocess)."""
+    import importlib
+
+    import numpy as np
+    import torch
+
+    for mod in _NEEDS.get(spec.backend, []):
+        importlib.import_module(mod)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    from .deploy.meta import ModelMeta
+    from .models import create_model
+    from .stats import count_macs, count_params
+
+    rss_bare = _rss_mib()
+    torch.manual_seed(0)
+    if spec.checkpoint:
+        from .inference import load_trained
+
+        trained = load_trained(spec.checkpoint)
+        model, meta = trained.model, ModelMeta.from_trained(trained)
+    else:
+        model = create_model(spec.model, **spec.model_kwargs).eval()
+        meta = ModelMeta.for_module(model)
+    c, s = meta.in_chans, meta.image_size
+    calib, val, calib_source = _calibration(spec, model, meta, trained if spec.checkpoint else None)
+    t0 = time.perf_counter()
+    run, artefact = _runtime(spec, model, meta, calib)
+    prepare_s = time.perf_counter() - t0
+    out: dict[str, Any] = {"model": spec.model, "backend": spec.backend, "input": [c, s, s], "threads":
+                           torch.get_num_threads(), "params": count_params(model), "prepare_s": prepare_s,
+                           "macs": count_macs(model, (c, s, s)), "artefact_bytes": artefact,
+                           "calibration": calib_source if spec.backend.startswith("int8") else None}
+    g = torch.Generator().manual_seed(1)
+    for bs in spec.batch_sizes:
+        x = torch.randn(bs, c, s, s, generator=g).numpy()
+        times = _time_calls(run, x, spec.seconds)
+        out[f"bs{bs}"] = {"img_per_s": bs / statistics.median(times), "calls": len(times),
+                          "p50_ms": 1e3 * _pct(times, 50), "p90_ms": 1e3 * _pct(times, 90),
+                          "p99_ms": 1e3 * _pct(times, 99)}
+    if val is not None:
+        logits, targets = [], []
+        for xb, yb, *_ in val():
+            logits.append(torch.from_numpy(np.asarray(run(xb.numpy()))))
+            targets.append(yb)
+        z, y = torch.cat(logits), torch.cat(targets)
+        out["top1"] = float((z.argmax(1) == y).float().mean())
+        out["top5"] = float((z.topk(min(5, z.shape[1]), 1).indices == y[:, None]).any(1).float().mean())
+        out["acc_images"] = len(y)
+    out["rss_bare_mib"], out["rss_peak_mib"] = rss_bare, _rss_mib("VmHWM")
+    out["rss_model_mib"] = out["rss_peak_mib"] - rss_bare
+    return out
+
+
+def _calibration(spec: BenchSpec, model, meta, trained):
+    """(calibration batches, validation batch factory or None, description)."""
+    import torch
+
+    if trained is not None and spec.data:
+        from .inference import split_batches
+
+        bs = 50
+        cal, _, _ = split_batches(trained, spec.data, "train", batch_size=bs,
+                                  limit_batches=-(-spec.calib_images // bs))
+        calib = [x.numpy() for x, *_ in cal.epoch(0)]
+
+        def val():
+            b, _, _ = split_batches(trained, spec.data, "test", batch_size=100,
+                                    limit_batches=-(-spec.acc_images // 100))
+            return b.epoch(0)
+        return calib, val, f"{sum(len(b) for b in calib)} real images from {spec.data} (train split)"
+    n = spec.calib_images if spec.backend.startswith("int8") else 0
+    g = torch.Generator().manual_seed(2)
+    c, s = meta.in_chans, meta.image_size
+    calib = [torch.randn(min(50, n - i), c, s, s, generator=g).numpy() for i in range(0, n, 50)]
+    return calib, None, f"{n} random normal inputs (speed only: no accuracy claim)"
+
+
+# --- the driver ------------------------------------------------------------------------------
+def _run_worker(spec: BenchSpec, timeout_s: float) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "resnetlab.bench", "--worker", json.dumps(asdict(spec))]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout_s:.0f} s"}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"error": f"exit {p.returncode}: {tail[:300]}"}
+    return json.loads(lines[-1])
+
+
+def _summarise(runs: list[dict[str, Any]], batch_sizes: Sequence[int]) -> dict[str, Any]:
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return {"error": runs[-1].get("error", "failed"), "repeats": len(runs)}
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    out = {k: ok[0][k] for k in ("model", "backend", "input", "threads", "params", "macs", "artefact_bytes",
+                                 "calibration")}
+    out["repeats"] = len(ok)
+    for bs in batch_sizes:
+        vals = [r[f"bs{bs}"]["img_per_s"] for r in ok]
+        out[f"bs{bs}"] = {"img_per_s": med(vals), "min": min(vals), "max": max(vals),
+                          **{k: med([r[f"bs{bs}"][k] for r in ok]) for k in ("p50_ms", "p90_ms", "p99_ms")}}
+    for k in ("rss_bare_mib", "rss_peak_mib", "rss_model_mib", "prepare_s"):
+        out[k] = med([r[k] for r in ok])
+    for k in ("top1", "top5", "acc_images"):
+        if k in ok[0]:
+            out[k] = ok[0][k]
+    return out
+
+
+def run_bench(models: Sequence[str], backends: Sequence[str], *, batch_sizes: Sequence[int] = (1, 32),
+              threads: int | None = None, repeats: int = 3, seconds: float = 2.0, checkpoint: str | None = None,
+              data: str | None = None, out: str | os.PathLike = "bench", timeout_s: float = 1800,
+              log=print, command: str | None = None) -> dict[str, Any]:
+    """Measure every model x backend (``repeats`` interleaved rounds) and write md/csv/json/png to ``out``."""
+    from .models import list_models
+    from .utils.env import environment
+
+    unknown = [b for b in backends if b not in BENCH_BACKENDS]
+    if unknown:
+        raise ValueError(f"unknown backend(s) {unknown}; choose from {', '.join(BENCH_BACKENDS)}")
+    bad = [m for m in models if m not in list_models()]
+    if bad:
+        raise ValueError(f"unknown model(s) {bad}; see `resnetlab models`")
+    if checkpoint and len(models) != 1:
+        raise ValueError("--checkpoint measures one trained model: give exactly one --models name")
+    if repeats < 1 or not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"need repeats >= 1 and batch sizes >= 1, got repeats={repeats}, batch_sizes={batch_sizes}")
+    env = environment(threads=threads, libraries=library_versions())
+    pairs = [(m, b) for m in models for b in backends]
+    missing = {b: missing_packages(b) for b in backends if missing_packages(b)}
+    runs: dict[tuple[str, str], list[dict]] = {p: [] for p in pairs}
+    t0 = time.perf_counter()
+    for r in range(repeats):
+        for i, (m, b) in enumerate(pairs):
+            if b in missing:
+                continue
+            spec = BenchSpec(m, b, tuple(batch_sizes), threads, seconds, checkpoint, data)
+            res = _run_worker(spec, timeout_s)
+            runs[(m, b)].append(res)
+            done = r * len(pairs) + i + 1
+            what = res.get("error") or ", ".join(f"bs{bs} {res[f'bs{bs}']['img_per_s']:.1f} img/s"
+                                                 for bs in batch_sizes)
+            log(f"[{done}/{repeats * len(pairs)} | {time.perf_counter() - t0:.0f} s] repeat {r + 1}: {m} {b}: {what}")
+    rows = []
+    for m, b in pairs:
+        if b in missing:
+            rows.append({"model": m, "backend": b, "status": f"not installed ({', '.join(missing[b])})"})
+        else:
+            s = _summarise(runs[(m, b)], batch_sizes)
+            rows.append({"status": "error: " + s["error"] if "error" in s else "ok", **s,
+                         "model": m, "backend": b})
+    result = {"env": env, "command": command, "batch_sizes": list(batch_sizes), "repeats": repeats,
+              "seconds": seconds, "checkpoint": checkpoint, "data": data, "rows": rows,
+              "backends": {b: BENCH_BACKENDS[b] for b in backends}}
+    write_outputs(result, Path(out))
+    return result
+
+
+# --- reports ---------------------------------------------------------------------------------
+def _fmt(v: Any, spec: str = ".1f") -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def write_outputs(result: dict[str, Any], out: Path) -> None:
+    from .utils.fileio import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "bench.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / "bench.csv", _csv(result))
+    atomic_write_text(out / "bench.md", markdown(result))
+    _plot(result, out / "bench.png")
+
+
+def _flat(row: dict[str, Any], batch_sizes: Sequence[int]) -> dict[str, Any]:
+    flat = {k: row.get(k) for k in ("model", "backend", "status", "params", "macs", "artefact_bytes",
+                                    "rss_bare_mib", "rss_peak_mib", "rss_model_mib", "top1", "top5", "repeats")}
+    for bs in batch_sizes:
+        d = row.get(f"bs{bs}") or {}
+        for k in ("img_per_s", "min", "max", "p50_ms", "p90_ms", "p99_ms"):
+            flat[f"bs{bs}_{k}"] = d.get(k)
+    return flat
+
+
+def _csv(result: dict[str, Any]) -> str:
+    flats = [_flat(r, result["batch_sizes"]) for r in result["rows"]]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, list(flats[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(flats)
+    return buf.getvalue()
+
+
+def markdown(result: dict[str, Any]) -> str:
+    env, bss = result["env"], result["batch_sizes"]
+    lines = ["# Inference benchmark: models x backends on this machine", "",
+             f"- command: `{result.get('command') or 'resnetlab bench'}`",
+             f"- date: {env['date']}; resnetlab {env['resnetlab']} ({env.get('git', '')})",
+             f"- machine: {env['cpu']}, {env['cores']} cores, {env['torch_threads']} threads",
+             f"- versions: Python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}"
+             + "".join(f", {k} {v}" for k, v in env.get("libraries", {}).items()),
+             f"- method: each model x backend in its own process; {result['repeats']} interleaved repeat(s) of "
+             f"{result['seconds']:g} s per batch size after warm-up; throughput = batch / median call time; "
+             "medians over repeats with [min–max]; latency percentiles at batch 1; memory = RSS of the bare "
+             "runtime (torch + backend imported) and the increase to the process's peak",
+             f"- weights: {'checkpoint ' + result['checkpoint'] if result.get('checkpoint') else 'random (seeded)'}",
+             ""]
+    head = ["model", "backend"] + [f"bs{b} img/s" for b in bss]
+    head += ["p50 / p90 / p99 ms (bs1)"] if 1 in bss else []
+    head += ["params", "GMACs", "artefact MB", "RSS bare MiB", "+model MiB"]
+    head += ["top-1 / top-5"] if result.get("checkpoint") else []
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in result["rows"]:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['model']} | {r['backend']} | " + " | ".join([r.get("status", "?")]
+                                                                             + [""] * (len(head) - 3)) + " |")
+            continue
+        cells = [r["model"], r["backend"]]
+        cells += [f"{r[f'bs{b}']['img_per_s']:.1f} [{r[f'bs{b}']['min']:.1f}–{r[f'bs{b}']['max']:.1f}]" for b in bss]
+        if 1 in bss:
+            d = r["bs1"]
+            cells.append(f"{d['p50_ms']:.2f} / {d['p90_ms']:.2f} / {d['p99_ms']:.2f}")
+        cells += [f"{r['params'] / 1e6:.2f}M", f"{r['macs'] / 1e9:.2f}", f"{r['artefact_bytes'] / 2**20:.1f}",
+                  f"{r['rss_bare_mib']:.0f}", f"{r['rss_model_mib']:.0f}"]
+        if result.get("checkpoint"):
+            cells.append(f"{100 * r['top1']:.2f} % / {100 * r['top5']:.2f} %" if "top1" in r else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Backends: " + "; ".join(f"**{k}** {v}" for k, v in result["backends"].items()), ""]
+    lines += article_check(result)
+    lines += ["", "![throughput against MACs](bench.png)", ""]
+    return "\n".join(lines)
+
+
+def article_check(result: dict[str, Any]) -> list[str]:
+    """The article's §4.2 speed and memory claims against this run's eager FP32 numbers."""
+    rows = {r["model"]: r for r in result["rows"] if r.get("backend") == "eager" and r.get("status") == "ok"}
+    ours = [m for m in ARTICLE if m in rows]
+    if len(ours) < 2 or 1 not in result["batch_sizes"]:
+        return ["The article's table needs eager results at batch 1 for at least two of its models "
+                f"({', '.join(ARTICLE)}); not in this run."]
+    fps = {m: rows[m]["bs1"]["img_per_s"] for m in ours}
+    mem = {m: rows[m]["rss_model_mib"] for m in ours}
+    lines = ["## The article's table (§4.2) against this machine (eager FP32, batch 1)", "",
+             "| model | article FPS | measured img/s | article MB | measured +MiB |", "|---|---|---|---|---|"]
+    lines += [f"| {m} | {ARTICLE[m][0]} | {fps[m]:.1f} | {ARTICLE[m][1]} | {mem[m]:.0f} |" for m in ours]
+    art_speed = sorted(ours, key=lambda m: -ARTICLE[m][0])
+    our_speed = sorted(ours, key=lambda m: -fps[m])
+    art_mem = sorted(ours, key=lambda m: ARTICLE[m][1])
+    our_mem = sorted(ours, key=lambda m: mem[m])
+    base = "resnet18" if "resnet18" in ours else ours[0]
+    ratios = ", ".join(f"{m} {fps[base] / fps[m]:.1f}x (article {ARTICLE[base][0] / ARTICLE[m][0]:.2f}x)"
+                       for m in ours if m != base)
+    verdict = lambda same: "holds" if same else "does not hold"  # noqa: E731
+    lines += ["", f"- speed ranking: article {' > '.join(art_speed)}; measured {' > '.join(our_speed)} — the "
+              f"article's ranking {verdict(art_speed == our_speed)} here.",
+              f"- {base}'s speed-up over each: {ratios}.",
+              f"- memory ranking (least first): article {' < '.join(art_mem)}; measured {' < '.join(our_mem)} — "
+              f"{verdict(art_mem == our_mem)}.",
+              f"- fastest and smallest: {our_speed[0]} is the fastest, {our_mem[0]} uses the least memory."]
+    return lines
+
+
+def _plot(result: dict[str, Any], path: Path) -> None:
+    from .utils.plot import line_plot
+
+    bs = max(result["batch_sizes"])
+    series: dict[str, tuple[list, list]] = {}
+    for r in sorted((r for r in result["rows"] if r.get("status") == "ok"), key=lambda r: r["macs"]):
+        xs, ys = series.setdefault(r["backend"], ([], []))
+        xs.append(r["macs"] / 1e9)
+        ys.append(r[f"bs{bs}"]["img_per_s"])
+    if series:
+        line_plot(series, path, title=f"throughput at batch {bs} against GMACs ({result['env']['cpu']})",
+                  xlabel="GMACs per image (one point per model)", ylabel=f"images/s at batch {bs}", log_y=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m resnetlab.bench")
+    p.add_argument("--worker", required=True, help="JSON BenchSpec (internal: one measurement process)")
+    args = p.parse_args(argv)
+    spec = BenchSpec(**{**json.loads(args.worker)})
+    spec = BenchSpec(**{**asdict(spec), "batch_sizes": tuple(spec.batch_sizes)})
+    print(json.dumps(worker(spec)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The deployment verbs of ``resnetlab``: predict, export, quantize, bench (thin: parse, call, print)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_deploy_verbs"]
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_deploy_verbs(sub) -> None:
+    p = sub.add_parser("predict", help="top-k classes of images, or of a whole folder into a CSV (resnetlab.Predictor)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (any size or mode)")
+    p.add_argument("--checkpoint", required=True,
+                   help="a checkpoint, a run directory, or an exported artefact (.onnx, .xml, .pt2, .ts)")
+    p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--threads", type=int)
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--data", help="bulk mode: a folder of images (searched recursively)")
+    p.add_argument("--out", help="bulk mode: the CSV to write (default: predictions.csv in the working folder)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="bulk mode: image-decoding processes")
+    p.add_argument("--no-resume", action="store_true", help="bulk mode: start the CSV afresh")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_predict)
+
+    e = sub.add_parser("export", help="ONNX / OpenVINO / pt2 / TorchScript artefact, checked against eager")
+    e.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory")
+    e.add_argument("--format", required=True, choices=("onnx", "openvino", "pt2", "torchscript"))
+    e.add_argument("--out", help="artefact path (default: export/model.<ext> in the run directory)")
+    e.add_argument("--dynamic-batch", action="store_true", help="any batch size (default: a fixed --batch-size)")
+    e.add_argument("--batch-size", type=int, default=1, help="the fixed batch size without --dynamic-batch")
+    e.add_argument("--check-data", help="images to compare on (default: the run's data, test split)")
+    e.add_argument("--check-images", type=int, default=32)
+    e.add_argument("--tolerance", type=float, default=1e-3, help="max |artefact - eager| on the logits")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=_cmd_export)
+
+    q = sub.add_parser("quantize", help="int8 post-training static quantization with real calibration images")
+    q.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory")
+    q.add_argument("--calib-data", help="calibration images (default: the run's data); its train split is used")
+    q.add_argument("--val-data", help="validation data for top-1 before/after (its test split)")
+    q.add_argument("--backend", default="openvino", choices=("openvino", "onnxruntime", "torch"))
+    q.add_argument("--calib-images", type=int, default=300)
+    q.add_argument("--val-images", type=int, help="validate on a fixed random subset of this size (default: all)")
+    q.add_argument("--out", help="artefact path (default: export/model-int8-<backend>.<ext> in the run directory)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_cmd_quantize)
+
+    b = sub.add_parser("bench", help="accuracy / speed / memory table of models x inference backends")
+    b.add_argument("--models", default="resnet18,vgg16,inception_v3,xception")
+    b.add_argument("--backends", default="eager,channels_last,compile,bf16,int8,onnxruntime,openvino")
+    b.add_argument("--batch-sizes", type=_ints, default=[1, 32])
+    b.add_argument("--threads", type=int, help="intra-op threads (default: torch's, i.e. the cores)")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--seconds", type=float, default=2.0, help="measuring time per batch size and repeat")
+    b.add_argument("--checkpoint", help="trained weights of the one model measured (else random weights)")
+    b.add_argument("--data", help="with --checkpoint: top-1/top-5 on its test split, real calibration images")
+    b.add_argument("--out", default="runs/bench")
+    b.add_argument("--dry-run", action="store_true", help="resnet20, eager and channels_last, 1 repeat, 0.2 s")
+    b.set_defaults(func=_cmd_bench)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .deploy import Predictor
+
+    if not args.images and not args.data:
+        raise ValueError("give image files, or --data FOLDER for bulk mode")
+    predictor = Predictor(args.checkpoint, args.backend, threads=args.threads, precision=args.precision)
+    print(f"{predictor!r}", file=sys.stderr)
+    if args.data:
+        from .deploy.bulk import predict_folder
+
+        summary = predict_folder(predictor, args.data, args.out or "predictions.csv", batch_size=args.batch_size,
+                                 topk=args.topk, workers=args.workers, resume=not args.no_resume,
+                                 progress=not args.json)
+        print(json.dumps(summary) if args.json else
+              f"{summary['predicted_now']} images predicted ({summary['resumed_from']} already done, "
+              f"{summary['failed']} unreadable) into {summary['out']}")
+    if args.images:
+        results = predictor.predict(args.images, topk=args.topk)
+        if args.json:
+            print(json.dumps([{"image": im, "top": [{"class": c, "prob": p} for c, p in r]}
+                              for im, r in zip(args.images, results)], indent=2))
+        else:
+            for image, top in zip(args.images, results):
+                print(f"{image}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in top))
+    return 0
+
+
+def _default_out(checkpoint: str, name: str) -> Path:
+    from .inference import checkpoint_path
+
+    return checkpoint_path(checkpoint).parent / "export" / name
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .deploy import FORMATS, ModelMeta, export_model
+    from .inference import load_trained, split_batches
+
+    trained = load_trained(args.checkpoint)
+    meta = ModelMeta.from_trained(trained)
+    out = Path(args.out) if args.out else _default_out(args.checkpoint, f"model{FORMATS[args.format]}")
+    batches, ds, _ = split_batches(trained, args.check_data, "test", batch_size=args.check_images, limit_batches=1)
+    x = next(iter(batches.epoch(0)))[0]
+    report = export_model(trained.model, meta, out, args.format, dynamic_batch=args.dynamic_batch,
+                          batch_size=args.batch_size, check_inputs=x, tolerance=args.tolerance,
+                          check_source=f"{len(x)} real images from {ds.root if hasattr(ds, 'root') else 'the data'}")
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        print(f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB, {report.format}); max |artefact - eager| "
+              f"on {report.check_inputs}: {report.max_abs_diff:.2e} (tolerance {report.tolerance:g})")
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .deploy import QUANT_BACKENDS, ModelMeta, quantize_model
+    from .inference import load_trained, split_batches
+
+    trained = load_trained(args.checkpoint)
+    meta = ModelMeta.from_trained(trained)
+    out = Path(args.out) if args.out else _default_out(args.checkpoint,
+                                                        f"model-int8-{args.backend}{QUANT_BACKENDS[args.backend]}")
+    bs = 50
+    cal, cal_ds, cal_cfg = split_batches(trained, args.calib_data, "train", batch_size=bs,
+                                         limit_batches=-(-args.calib_images // bs))
+    calib = [x.numpy() for x, *_ in cal.epoch(0)][: -(-args.calib_images // bs)]
+    calib[-1] = calib[-1][: args.calib_images - bs * (len(calib) - 1)]
+    val = None
+    if args.val_data:
+        def val():
+            b, _, _ = split_batches(trained, args.val_data, "test", batch_size=250,
+                                    limit_batches=-(-args.val_images // 250) if args.val_images else None)
+            return b.epoch(0)
+    report = quantize_model(trained.model, meta, out, args.backend, calib,
+                            calib_source=f"{args.calib_images} images of {cal_cfg.data} (train split)",
+                            val_batches=val, val_source=f"{args.val_data} (test split)" if val else "")
+    d = report.to_dict()
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    print(f"wrote {report.path} ({report.size_bytes / 2**20:.1f} MiB int8, {args.backend}) in {report.seconds:.0f} s")
+    if report.fp32_top1 is not None:
+        print(f"top-1 on {report.val_images} images: FP32 {100 * report.fp32_top1:.2f} %, int8 "
+              f"{100 * report.int8_top1:.2f} % ({d['top1_drop_points']:+.2f} points lost)")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    models, backends = _csv_list(args.models), _csv_list(args.backends)
+    repeats, seconds, bss = args.repeats, args.seconds, args.batch_sizes
+    if args.dry_run:
+        models, backends, repeats, seconds, bss = ["resnet20"], ["eager", "channels_last"], 1, 0.2, [1, 2]
+    result = run_bench(models, backends, batch_sizes=bss, threads=args.threads, repeats=repeats, seconds=seconds,
+                       checkpoint=args.checkpoint, data=args.data, out=args.out,
+                       log=lambda line: print(line, file=sys.stderr, flush=True),
+                       command="resnetlab " + " ".join(sys.argv[1:]))
+    print(f"wrote {args.out}/bench.md, .csv, .json and .png ({len(result['rows'])} rows)")
+    return 0

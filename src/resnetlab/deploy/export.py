@@ -1,0 +1,193 @@
+"""``resnetlab export``: ONNX, OpenVINO IR, pt2 (torch.export) and TorchScript artefacts.
+
+Each artefact embeds :class:`ModelMeta` (class names, preprocessing) and is checked against the
+eager model on real images *before* it takes its final name: it is written under a temporary name,
+loaded back with its own runtime, compared, and only then renamed; a mismatch deletes it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .fuse import inference_model
+from .meta import META_KEY, ModelMeta
+from .runtimes import OnnxRuntime, OpenVINORuntime, TorchRuntime, require
+
+__all__ = ["FORMATS", "ExportReport", "export_model", "to_onnx_bytes", "to_openvino", "load_artefact",
+           "artefact_format"]
+
+FORMATS = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2", "torchscript": ".ts"}
+_EXTRA_FILE = f"{META_KEY}.json"
+
+
+@dataclass
+class ExportReport:
+    path: str
+    format: str
+    max_abs_diff: float  # largest |artefact - eager| over the check inputs' logits
+    tolerance: float
+    check_inputs: str  # what was compared: "N real images from PATH" or "N random inputs"
+    num_inputs: int
+    size_bytes: int
+    dynamic_batch: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def artefact_format(path: str | os.PathLike) -> str:
+    """The format a file's suffix names (.onnx, .xml, .pt2, .ts/.torchscript)."""
+    suffixes = {ext: fmt for fmt, ext in FORMATS.items()} | {".torchscript": "torchscript"}
+    fmt = suffixes.get(Path(path).suffix.lower())
+    if fmt:
+        return fmt
+    raise ValueError(f"{path}: not an exported artefact (expected one of .onnx, .xml, .pt2, .ts)")
+
+
+def _example(meta: ModelMeta, batch: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(batch, meta.in_chans, meta.image_size, meta.image_size, generator=g)
+
+
+def to_onnx_bytes(model: nn.Module, meta: ModelMeta, *, dynamic_batch: bool = True, batch_size: int = 1) -> bytes:
+    """The folded model as an ONNX graph (opset 18, dynamo exporter) with the metadata embedded."""
+    _require_onnx_export()
+    net = inference_model(model, channels_last=False)
+    x = _example(meta, 2 if dynamic_batch else batch_size)
+    shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    program = torch.onnx.export(net, (x,), dynamo=True, dynamic_shapes=shapes, input_names=["input"],
+                                output_names=["logits"], opset_version=18, verbose=False, optimize=True)
+    proto = program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, meta.to_json()
+    return proto.SerializeToString()
+
+
+def _require_onnx_export() -> None:
+    for name in ("onnx", "onnxscript"):
+        if importlib.util.find_spec(name) is None:
+            raise ModuleNotFoundError(f"ONNX export needs the {name!r} package: pip install 'resnetlab[onnx]'")
+
+
+def to_openvino(model: nn.Module, meta: ModelMeta, *, dynamic_batch: bool = True, batch_size: int = 1) -> Any:
+    """The folded model as an ``openvino.Model`` (traced from PyTorch) with the metadata in rt_info."""
+    ov = require("openvino")
+    net = inference_model(model, channels_last=False)
+    program = _export_program(net, meta, dynamic_batch, batch_size)  # torch.export: no TorchScript tracing
+    ov_model = ov.convert_model(program)
+    ov_model.set_rt_info(meta.to_json(), [META_KEY])
+    return ov_model
+
+
+def _export_program(net: nn.Module, meta: ModelMeta, dynamic_batch: bool, batch_size: int):
+    x = _example(meta, 2 if dynamic_batch else batch_size)
+    shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    return torch.export.export(net, (x,), dynamic_shapes=shapes)
+
+
+def load_artefact(path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32"):
+    """(runtime, meta) for an exported file: ONNX -> onnxruntime, .xml -> openvino, .pt2/.ts -> torch."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such artefact: {path}")
+    fmt = artefact_format(path)
+    if fmt == "onnx":
+        runtime = OnnxRuntime(path, threads=threads)
+        props = runtime.session.get_modelmeta().custom_metadata_map
+        if META_KEY not in props:
+            raise ValueError(f"{path}: an ONNX file without resnetlab metadata (export it with resnetlab export)")
+        return runtime, ModelMeta.from_json(props[META_KEY], str(path))
+    if fmt == "openvino":
+        ov = require("openvino")
+        model = ov.Core().read_model(str(path))
+        if not model.has_rt_info([META_KEY]):
+            raise ValueError(f"{path}: an OpenVINO model without resnetlab metadata")
+        meta = ModelMeta.from_json(model.get_rt_info([META_KEY]).astype(str), str(path))
+        precision = "fp32" if meta.extra.get("precision") == "int8" else precision
+        return OpenVINORuntime(model, threads=threads, precision=precision), meta
+    extra = {_EXTRA_FILE: ""}
+    if fmt == "pt2":
+        module = torch.export.load(str(path), extra_files=extra).module()
+    else:
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    if not extra[_EXTRA_FILE]:
+        raise ValueError(f"{path}: a {fmt} file without resnetlab metadata")
+    meta = ModelMeta.from_json(extra[_EXTRA_FILE], str(path))
+    return TorchRuntime(module, threads=threads, as_is=True), meta
+
+
+def _write(net: nn.Module, meta: ModelMeta, fmt: str, tmp: Path, dynamic_batch: bool, batch_size: int) -> None:
+    if fmt == "onnx":
+        tmp.write_bytes(to_onnx_bytes(net, meta, dynamic_batch=dynamic_batch, batch_size=batch_size))
+    elif fmt == "openvino":
+        require("openvino").save_model(to_openvino(net, meta, dynamic_batch=dynamic_batch, batch_size=batch_size),
+                                       str(tmp), compress_to_fp16=False)
+    elif fmt == "pt2":
+        program = _export_program(inference_model(net, channels_last=False), meta, dynamic_batch, batch_size)
+        torch.export.save(program, str(tmp), extra_files={_EXTRA_FILE: meta.to_json()})
+    else:
+        folded = inference_model(net, channels_last=False)
+        traced = torch.jit.trace(folded, _example(meta, batch_size), check_trace=False)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={_EXTRA_FILE: meta.to_json()})
+        tmp.write_bytes(buf.getvalue())
+
+
+def export_model(model: nn.Module, meta: ModelMeta, path: str | os.PathLike, fmt: str | None = None, *,
+                 dynamic_batch: bool = False, batch_size: int = 1, check_inputs: torch.Tensor | None = None,
+                 check_source: str = "", tolerance: float = 1e-3) -> ExportReport:
+    """Export ``model`` to ``path``; compare the artefact with eager on ``check_inputs`` before renaming.
+
+    Without ``check_inputs`` the check uses 8 random inputs, and the report says so. The tolerance is on
+    logits (max absolute difference); folding BN and a different runtime's kernels give about 1e-5.
+    """
+    path = Path(path)
+    fmt = fmt or artefact_format(path)
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if path.suffix.lower() != FORMATS[fmt]:
+        raise ValueError(f"a {fmt} artefact's file name must end in {FORMATS[fmt]}, got {path.name!r}")
+    model = model.eval()
+    if check_inputs is None:
+        check_inputs, check_source = _example(meta, 8), "8 random inputs (no check data given)"
+    if not dynamic_batch:
+        check_inputs = check_inputs[: max(batch_size, 1) * (len(check_inputs) // max(batch_size, 1))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    companions = [tmp.with_suffix(".bin")] if fmt == "openvino" else []
+    try:
+        _write(model, meta, fmt, tmp, dynamic_batch, batch_size)
+        runtime, got_meta = load_artefact(tmp)
+        with torch.no_grad():
+            ref = model(check_inputs).float().numpy()
+        step = len(check_inputs) if dynamic_batch else batch_size
+        out = np.concatenate([runtime(check_inputs[i:i + step].numpy()) for i in range(0, len(check_inputs), step)])
+        diff = float(np.abs(out - ref).max())
+        if got_meta != meta:
+            raise RuntimeError(f"{fmt} export lost its metadata: wrote {meta}, read {got_meta}")
+        if not diff <= tolerance:
+            raise RuntimeError(f"{fmt} export differs from the eager model by {diff:.3g} on {check_source} "
+                               f"(tolerance {tolerance:g}); nothing was written to {path}")
+        for c in companions:
+            os.replace(c, path.with_suffix(c.suffix))
+        os.replace(tmp, path)
+    finally:
+        for f in [tmp, *companions]:
+            f.unlink(missing_ok=True)
+    size = path.stat().st_size + sum(path.with_suffix(c.suffix).stat().st_size for c in companions)
+    report = ExportReport(str(path), fmt, diff, tolerance, check_source, len(check_inputs), size, dynamic_batch)
+    path.with_name(path.name + ".export.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report

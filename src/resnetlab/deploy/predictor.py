@@ -1,0 +1,217 @@
+"""``resnetlab.Predictor``: one inference API over checkpoints, exported artefacts and modules.
+
+    >>> p = Predictor("runs/cifar10-resnet18-fast")           # a checkpoint or run directory
+    >>> p.predict(["cat.jpg", pil_image, uint8_array], topk=3)  # [[("cat", 0.91), ...], ...]
+
+``backend="auto"`` picks the fastest runtime installed here for the precision asked: OpenVINO, then
+ONNX Runtime, then PyTorch (BN folded, channels_last). Images of any size or mode are preprocessed
+as the model expects (the checkpoint's own eval transform, carried inside every artefact).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from ..data.augment import folder_transform
+from ..data.folder import load_image
+from .meta import ModelMeta
+from .runtimes import BACKENDS, PRECISIONS, OnnxRuntime, OpenVINORuntime, TorchRuntime, available_backends
+
+__all__ = ["Predictor", "auto_backend", "softmax"]
+
+ImageLike = Any  # str | PathLike | PIL.Image | np.ndarray (uint8) | torch.Tensor
+
+
+def auto_backend(precision: str = "fp32") -> str:
+    """The fastest installed runtime for ``precision`` on this CPU (measured: benchmarks/inference_cpu.md)."""
+    have = available_backends()
+    if have["openvino"]:
+        return "openvino"
+    if have["onnxruntime"] and precision == "fp32":
+        return "onnxruntime"
+    return "torch"
+
+
+def _load_source(source: Any, classes: Sequence[str] | None, image_size: int | None, ema: bool):
+    """(nn.Module or None, artefact path or None, meta) for a module, checkpoint/run dir or artefact."""
+    if isinstance(source, nn.Module):
+        meta = ModelMeta.for_module(source, image_size)
+        if classes is not None:
+            meta = _with_classes(meta, classes)
+        return source.eval(), None, meta
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"Predictor source must be a checkpoint, an exported artefact or an nn.Module, "
+                        f"got {type(source).__name__}")
+    path = Path(source)
+    if path.suffix.lower() in (".onnx", ".xml", ".pt2", ".ts", ".torchscript"):
+        return None, path, None
+    from ..inference import load_trained
+
+    trained = load_trained(path, ema=ema)
+    return trained.model, None, ModelMeta.from_trained(trained)
+
+
+def _with_classes(meta: ModelMeta, classes: Sequence[str]) -> ModelMeta:
+    from dataclasses import replace
+
+    if len(classes) != len(meta.classes):
+        raise ValueError(f"classes has {len(classes)} names but the model predicts {len(meta.classes)} classes")
+    return replace(meta, classes=tuple(str(c) for c in classes))
+
+
+class Predictor:
+    """Top-k predictions from any resnetlab model source, on the fastest runtime installed.
+
+    Args:
+        source: a checkpoint file or run directory, an exported artefact (.onnx, .xml, .pt2, .ts),
+            or an ``nn.Module`` (classes "0".."N-1" and its registry input size unless given).
+        backend: "auto", "torch", "onnxruntime" or "openvino".
+        threads: intra-op threads (default: PyTorch's setting, i.e. the cores).
+        precision: "fp32" or "bf16" (torch and openvino; bf16 needs a CPU with native bf16 to pay off).
+    """
+
+    def __init__(self, source: Any, backend: str = "auto", *, threads: int | None = None,
+                 precision: str = "fp32", classes: Sequence[str] | None = None, image_size: int | None = None,
+                 ema: bool = False) -> None:
+        if backend != "auto" and backend not in BACKENDS:
+            raise ValueError(f"backend must be 'auto' or one of {', '.join(BACKENDS)}, got {backend!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        model, artefact, meta = _load_source(source, classes, image_size, ema)
+        if artefact is not None:
+            self.runtime, meta = self._from_artefact(artefact, backend, threads, precision)
+            if classes is not None:
+                meta = _with_classes(meta, classes)
+        else:
+            self.runtime = self._from_module(model, meta, backend, threads, precision)
+        self.meta: ModelMeta = meta
+        self.classes: list[str] = list(meta.classes)
+        self.backend: str = self.runtime.name
+        self.precision: str = self.meta.extra.get("precision", self.runtime.precision)
+        self._transform = folder_transform(meta.preset, train=False, image_size=meta.image_size, mean=meta.mean,
+                                           std=meta.std, in_chans=meta.in_chans)
+
+    @staticmethod
+    def _from_module(model: nn.Module, meta: ModelMeta, backend: str, threads: int | None, precision: str):
+        backend = auto_backend(precision) if backend == "auto" else backend
+        if backend == "torch":
+            return TorchRuntime(model, precision=precision, threads=threads)
+        from .export import to_onnx_bytes, to_openvino
+
+        if backend == "onnxruntime":
+            if precision != "fp32":
+                raise ValueError("the onnxruntime backend runs fp32 here; use backend='openvino' or 'torch' for bf16")
+            return OnnxRuntime(to_onnx_bytes(model, meta, dynamic_batch=True), threads=threads)
+        return OpenVINORuntime(to_openvino(model, meta, dynamic_batch=True), precision=precision, threads=threads)
+
+    @staticmethod
+    def _from_artefact(path: Path, backend: str, threads: int | None, precision: str):
+        from .export import artefact_format, load_artefact
+
+        fmt = artefact_format(path)
+        native = {"onnx": "onnxruntime", "openvino": "openvino"}.get(fmt, "torch")
+        if backend in ("auto", native):
+            return load_artefact(path, threads=threads, precision=precision)
+        raise ValueError(f"{path} is a {fmt} artefact: it runs on backend {native!r}, not {backend!r}")
+
+    # --- inputs ------------------------------------------------------------------------------
+    def _image(self, item: ImageLike, where: str) -> torch.Tensor:
+        if isinstance(item, (str, os.PathLike)):
+            try:
+                img = load_image(str(item), "L" if self.meta.in_chans == 1 else "RGB")
+            except Exception as e:  # noqa: BLE001 - any unreadable file
+                raise ValueError(f"cannot read image {str(item)!r}: {type(e).__name__}: {e}") from None
+        elif isinstance(item, Image.Image):
+            img = item
+        elif isinstance(item, np.ndarray):
+            img = _array_to_image(item, where)
+        elif isinstance(item, torch.Tensor) and item.dtype == torch.uint8:
+            if item.dim() != 3:
+                raise ValueError(f"{where}: a uint8 tensor image must be (C, H, W), got shape {tuple(item.shape)}")
+            img = _array_to_image(item.permute(1, 2, 0).numpy(), where)
+        else:
+            raise TypeError(f"{where}: expected a path, PIL image, uint8 array or tensor, got {type(item).__name__}")
+        if img.width == 0 or img.height == 0:
+            raise ValueError(f"{where}: an image of {img.width}x{img.height} pixels has nothing to classify")
+        return self._transform(img)
+
+    def _float_batch(self, t: torch.Tensor, where: str) -> torch.Tensor:
+        t = t.unsqueeze(0) if t.dim() == 3 else t
+        c, s = self.meta.in_chans, self.meta.image_size
+        if t.dim() != 4 or tuple(t.shape[1:]) != (c, s, s):
+            raise ValueError(f"{where}: a float tensor is taken as preprocessed network input of shape (N, {c}, {s}, "
+                             f"{s}) or ({c}, {s}, {s}); got {tuple(t.shape)} (pass uint8 images to have them resized)")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{where}: the input tensor holds NaN or inf values")
+        return t.float()
+
+    def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Images -> the (N, C, H, W) float batch the model expects."""
+        if isinstance(images, torch.Tensor) and images.is_floating_point():
+            if images.numel() == 0:
+                raise ValueError("no images: the input tensor is empty")
+            return self._float_batch(images, "images")
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            images = list(images)
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if len(images) == 0:
+            raise ValueError("no images given")
+        parts = []
+        for i, item in enumerate(images):
+            where = f"image {i}" + (f" ({item!s})" if isinstance(item, (str, os.PathLike)) else "")
+            if isinstance(item, torch.Tensor) and item.is_floating_point():
+                parts.append(self._float_batch(item, where))
+            else:
+                parts.append(self._image(item, where).unsqueeze(0))
+        return torch.cat(parts)
+
+    # --- outputs -----------------------------------------------------------------------------
+    def logits(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
+        return self.runtime(self.preprocess(images).numpy())
+
+    def predict_proba(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
+        """(N, classes) probabilities (softmax of the logits, float32)."""
+        return softmax(self.logits(images))
+
+    def predict(self, images: ImageLike | Sequence[ImageLike], topk: int = 5) -> list[list[tuple[str, float]]]:
+        """Per image, the top-k (class name, probability) pairs, most likely first."""
+        if topk < 1:
+            raise ValueError(f"topk must be at least 1, got {topk!r}")
+        return self.topk(self.predict_proba(images), topk)
+
+    def topk(self, probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        k = min(k, probs.shape[1])
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [[(self.classes[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+
+    def __repr__(self) -> str:
+        m = self.meta
+        return (f"Predictor(model={m.model or '?'}, backend={self.backend}, precision={self.precision}, "
+                f"classes={len(self.classes)}, input={m.in_chans}x{m.image_size}x{m.image_size})")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (no overflow for large logits), returned as float32."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _array_to_image(a: np.ndarray, where: str) -> Image.Image:
+    if a.dtype != np.uint8:
+        raise TypeError(f"{where}: a numpy image must be uint8 (H, W) or (H, W, C), got dtype {a.dtype}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ValueError(f"{where}: a numpy image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {a.shape}")
+    if 0 in a.shape[:2]:
+        raise ValueError(f"{where}: an image of {a.shape[1]}x{a.shape[0]} pixels has nothing to classify")
+    return Image.fromarray(np.ascontiguousarray(a))
