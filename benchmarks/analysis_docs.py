@@ -1,6 +1,6 @@
 """Regenerate docs/analysis/: the gradient-flow and degradation reports from real runs here.
 
-    python benchmarks/analysis_docs.py [--data PATH] [--budget-minutes 25] [--steps 50]
+    python benchmarks/analysis_docs.py [--data PATH] [--budget-minutes 28] [--steps 50]
 
 Runs `resnetlab gradflow` (resnet18, plain18, resnet56, plain56 on CIFAR-10) and `resnetlab
 degradation` (depths 20, 32, 56, default budget), then copies each run's report.md and plots into
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data")
-    p.add_argument("--budget-minutes", type=float, default=25.0)
+    p.add_argument("--budget-minutes", type=float, default=28.0)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--only", default="gradflow,degradation")
     args = p.parse_args()

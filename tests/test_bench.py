@@ -52,3 +52,17 @@ def test_bench_rejects_bad_arguments(tmp_path):
 def test_bench_cli_dry_run(tmp_path):
     out = run_cli("bench", "--dry-run", "--out", str(tmp_path))
     assert "bench.md" in out.stdout and (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def test_bench_with_a_checkpoint_reports_accuracy(tmp_path):
+    from deploy_helpers import train_tiny
+
+    tree, run = train_tiny(tmp_path)
+    result = bench.run_bench(["resnet20"], ["eager", "onnxruntime", "int8-onnxruntime"], batch_sizes=(1,),
+                             repeats=1, seconds=0.05, checkpoint=str(run), data=str(tree), out=tmp_path / "b",
+                             log=lambda s: None)
+    rows = {r["backend"]: r for r in result["rows"]}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    assert rows["eager"]["acc_images"] == 12 and rows["onnxruntime"]["top1"] == rows["eager"]["top1"]
+    assert 0 <= rows["int8-onnxruntime"]["top1"] <= 1 and "real images" in rows["int8-onnxruntime"]["calibration"]
+    assert "top-1 / top-5" in (tmp_path / "b" / "bench.md").read_text()

@@ -105,3 +105,42 @@ def test_quantize_refuses_bad_input(tiny, tmp_path):
         quantize_model(trained.model, meta, tmp_path / "q.xml", "openvino", [])
     with pytest.raises(ValueError, match="backend must be one of"):
         quantize_model(trained.model, meta, tmp_path / "q.xml", "tensorrt", [x.numpy()])
+
+
+class _Marker:
+    """Unpickling this writes a file: proof that a loader ran code from the artefact."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (_touch, (self.path,))
+
+
+def _touch(path):
+    open(path, "w").close()
+    return {}
+
+
+def test_pt2_loading_never_unpickles_code(tiny, tmp_path):
+    import io
+    import zipfile
+
+    _, _, trained, x = tiny
+    good = tmp_path / "model.pt2"
+    export_model(trained.model, ModelMeta.from_trained(trained), good, check_inputs=x[:2], dynamic_batch=True)
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
+        replaced = 0
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith(".pt"):  # the pickled parts (sample inputs, constants)
+                buf = io.BytesIO()
+                torch.save({"w": _Marker(str(marker))}, buf)
+                data, replaced = buf.getvalue(), replaced + 1
+            dst.writestr(info, data)
+    assert replaced, "no pickled entry found in the pt2 archive"
+    with pytest.raises(Exception):
+        load_artefact(evil)
+    assert not marker.exists()

@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -59,6 +60,7 @@ class BenchSpec:
     acc_images: int = 2000  # images for top-1/top-5
     calib_images: int = 300
     model_kwargs: dict = field(default_factory=dict)
+    artefact: str | None = None  # the prepared file an artefact backend loads (set by run_bench)
 
 
 def missing_packages(backend: str) -> list[str]:
@@ -90,14 +92,90 @@ def _rss_mib(key: str = "VmRSS") -> float:
     return float("nan")
 
 
-def _runtime(spec: BenchSpec, model, meta, calib):
-    """(callable, artefact bytes, precision) for one backend."""
+def _artefact_kind(backend: str) -> tuple[str, str] | None:
+    """(how, suffix) of the file an artefact backend runs, prepared in its own process; None: in-process."""
+    from .deploy.predictor import auto_backend
+
+    if backend == "auto":
+        backend = auto_backend()
+    if backend == "int8":
+        backend = "int8-openvino" if not missing_packages("int8-openvino") else "int8-onnxruntime"
+    return {"onnxruntime": ("onnx", ".onnx"), "openvino": ("openvino", ".xml"), "openvino-bf16": ("openvino", ".xml"),
+            "int8-openvino": ("int8-openvino", ".xml"), "int8-onnxruntime": ("int8-onnxruntime", ".onnx")}.get(backend)
+
+
+def _load_model(spec: BenchSpec):
+    """(model, meta, TrainedModel or None): the checkpoint's model, else the named model with random weights."""
     import torch
 
-    from .deploy import export as ex
-    from .deploy.predictor import Predictor
+    from .deploy.meta import ModelMeta
+    from .models import create_model
+
+    torch.manual_seed(0)
+    if spec.checkpoint:
+        from .inference import load_trained
+
+        trained = load_trained(spec.checkpoint)
+        return trained.model, ModelMeta.from_trained(trained), trained
+    model = create_model(spec.model, **spec.model_kwargs).eval()
+    return model, ModelMeta.for_module(model), None
+
+
+def _model_facts(model, meta) -> dict[str, Any]:
+    from .stats import count_macs, count_params
+
+    return {"params": count_params(model), "macs": count_macs(model, (meta.in_chans, meta.image_size, meta.image_size)),
+            "input": [meta.in_chans, meta.image_size, meta.image_size]}
+
+
+def prepare(spec: BenchSpec, workdir: str) -> dict[str, Any]:
+    """Write the artefact an artefact backend runs (its own process, so conversion memory is not counted),
+    and measure its accuracy when a checkpoint and data are given."""
+    from .deploy.export import export_model, load_artefact
     from .deploy.quantize import quantize_model
-    from .deploy.runtimes import OnnxRuntime, OpenVINORuntime, TorchRuntime
+
+    how, suffix = _artefact_kind(spec.backend)
+    model, meta, trained = _load_model(spec)
+    calib, val, calib_source = _calibration(spec, meta, trained, int8=how.startswith("int8"))
+    path = Path(workdir) / f"{spec.model}-{spec.backend}{suffix}"
+    t0 = time.perf_counter()
+    if how.startswith("int8"):
+        quantize_model(model, meta, path, how.partition("-")[2], calib)
+    else:
+        export_model(model, meta, path, how, dynamic_batch=True)  # checked against eager before it is kept
+    out = {"artefact": str(path), "prepare_s": time.perf_counter() - t0, **_model_facts(model, meta),
+           "artefact_bytes": sum(f.stat().st_size for f in path.parent.glob(path.stem + ".*")
+                                 if f.suffix in (".xml", ".bin", ".onnx")),
+           "calibration": calib_source if how.startswith("int8") else None}
+    if val is not None:
+        runtime, _ = load_artefact(path, threads=spec.threads, precision=_precision(spec.backend))
+        out.update(_accuracy(runtime, val))
+    return out
+
+
+def _precision(backend: str) -> str:
+    return "bf16" if backend == "openvino-bf16" else "fp32"
+
+
+def _accuracy(run, val) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    logits, targets = [], []
+    for xb, yb, *_ in val():
+        logits.append(torch.from_numpy(np.asarray(run(xb.numpy()))))
+        targets.append(yb)
+    z, y = torch.cat(logits), torch.cat(targets)
+    return {"top1": float((z.argmax(1) == y).float().mean()), "acc_images": len(y),
+            "top5": float((z.topk(min(5, z.shape[1]), 1).indices == y[:, None]).any(1).float().mean())}
+
+
+def _torch_runtime(spec: BenchSpec, model, meta):
+    """(callable, weights bytes) for the in-process PyTorch backends."""
+    import torch
+
+    from .deploy.predictor import Predictor
+    from .deploy.runtimes import TorchRuntime
 
     b = spec.backend
     state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -112,24 +190,9 @@ def _runtime(spec: BenchSpec, model, meta, calib):
         rt = TorchRuntime(model, precision="bf16" if b == "bf16" else "fp32", compile=b == "compile",
                           threads=spec.threads)
         return rt, state_bytes // (2 if b == "bf16" else 1)
-    if b == "onnxruntime":
-        blob = ex.to_onnx_bytes(model, meta, dynamic_batch=True)
-        return OnnxRuntime(blob, threads=spec.threads), len(blob)
-    if b in ("openvino", "openvino-bf16"):
-        ov_model = ex.to_openvino(model, meta, dynamic_batch=True)
-        return OpenVINORuntime(ov_model, precision="bf16" if b.endswith("bf16") else "fp32",
-                               threads=spec.threads), state_bytes
-    if b == "auto":
+    if b == "auto":  # auto chose PyTorch: the Predictor's own runtime
         p = Predictor(model, "auto", threads=spec.threads, classes=meta.classes, image_size=meta.image_size)
         return p.runtime, state_bytes
-    if b.startswith("int8"):
-        qb = b.partition("-")[2] or ("openvino" if not missing_packages("int8-openvino") else "onnxruntime")
-        tmp = Path(tempfile.mkdtemp(prefix="resnetlab-bench-"))
-        path = tmp / f"model{ {'openvino': '.xml', 'onnxruntime': '.onnx'}[qb] }"
-        quantize_model(model, meta, path, qb, calib)
-        runtime, _ = ex.load_artefact(path, threads=spec.threads)
-        size = sum(f.stat().st_size for f in tmp.iterdir() if f.suffix in (".xml", ".bin", ".onnx"))
-        return runtime, size
     raise ValueError(f"unknown bench backend {b!r}; known: {', '.join(BENCH_BACKENDS)}")
 
 
@@ -153,39 +216,37 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def worker(spec: BenchSpec) -> dict[str, Any]:
-    """Measure one model x backend in this process (called by ``run_bench`` in a subprocess)."""
+    """Measure one model x backend in this process (called by ``run_bench`` in a subprocess).
+
+    An artefact backend only loads its prepared file here, so the peak RSS is that of running the model.
+    """
     import importlib
 
-    import numpy as np
     import torch
 
     for mod in _NEEDS.get(spec.backend, []):
         importlib.import_module(mod)
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    from .deploy.meta import ModelMeta
-    from .models import create_model
-    from .stats import count_macs, count_params
+    from .deploy.export import load_artefact
+    from .deploy.predictor import Predictor
 
     rss_bare = _rss_mib()
-    torch.manual_seed(0)
-    if spec.checkpoint:
-        from .inference import load_trained
-
-        trained = load_trained(spec.checkpoint)
-        model, meta = trained.model, ModelMeta.from_trained(trained)
+    out: dict[str, Any] = {"model": spec.model, "backend": spec.backend}
+    if spec.artefact:
+        if spec.backend == "auto":
+            p = Predictor(spec.artefact, "auto", threads=spec.threads)
+            run, meta = p.runtime, p.meta
+        else:
+            run, meta = load_artefact(spec.artefact, threads=spec.threads, precision=_precision(spec.backend))
+        trained = val = None
     else:
-        model = create_model(spec.model, **spec.model_kwargs).eval()
-        meta = ModelMeta.for_module(model)
+        model, meta, trained = _load_model(spec)
+        run, out["artefact_bytes"] = _torch_runtime(spec, model, meta)
+        out.update(_model_facts(model, meta))
+        val = _calibration(spec, meta, trained, int8=False)[1]
+    out["threads"] = torch.get_num_threads()
     c, s = meta.in_chans, meta.image_size
-    calib, val, calib_source = _calibration(spec, model, meta, trained if spec.checkpoint else None)
-    t0 = time.perf_counter()
-    run, artefact = _runtime(spec, model, meta, calib)
-    prepare_s = time.perf_counter() - t0
-    out: dict[str, Any] = {"model": spec.model, "backend": spec.backend, "input": [c, s, s], "threads":
-                           torch.get_num_threads(), "params": count_params(model), "prepare_s": prepare_s,
-                           "macs": count_macs(model, (c, s, s)), "artefact_bytes": artefact,
-                           "calibration": calib_source if spec.backend.startswith("int8") else None}
     g = torch.Generator().manual_seed(1)
     for bs in spec.batch_sizes:
         x = torch.randn(bs, c, s, s, generator=g).numpy()
@@ -193,21 +254,14 @@ def worker(spec: BenchSpec) -> dict[str, Any]:
         out[f"bs{bs}"] = {"img_per_s": bs / statistics.median(times), "calls": len(times),
                           "p50_ms": 1e3 * _pct(times, 50), "p90_ms": 1e3 * _pct(times, 90),
                           "p99_ms": 1e3 * _pct(times, 99)}
-    if val is not None:
-        logits, targets = [], []
-        for xb, yb, *_ in val():
-            logits.append(torch.from_numpy(np.asarray(run(xb.numpy()))))
-            targets.append(yb)
-        z, y = torch.cat(logits), torch.cat(targets)
-        out["top1"] = float((z.argmax(1) == y).float().mean())
-        out["top5"] = float((z.topk(min(5, z.shape[1]), 1).indices == y[:, None]).any(1).float().mean())
-        out["acc_images"] = len(y)
-    out["rss_bare_mib"], out["rss_peak_mib"] = rss_bare, _rss_mib("VmHWM")
+    out["rss_bare_mib"], out["rss_peak_mib"] = rss_bare, _rss_mib("VmHWM")  # before any accuracy pass
     out["rss_model_mib"] = out["rss_peak_mib"] - rss_bare
+    if val is not None:
+        out.update(_accuracy(run, val))
     return out
 
 
-def _calibration(spec: BenchSpec, model, meta, trained):
+def _calibration(spec: BenchSpec, meta, trained, *, int8: bool):
     """(calibration batches, validation batch factory or None, description)."""
     import torch
 
@@ -215,16 +269,18 @@ def _calibration(spec: BenchSpec, model, meta, trained):
         from .inference import split_batches
 
         bs = 50
-        cal, _, _ = split_batches(trained, spec.data, "train", batch_size=bs,
-                                  limit_batches=-(-spec.calib_images // bs))
-        calib = [x.numpy() for x, *_ in cal.epoch(0)]
+        calib = []
+        if int8:
+            cal, _, _ = split_batches(trained, spec.data, "train", batch_size=bs,
+                                      limit_batches=-(-spec.calib_images // bs))
+            calib = [x.numpy() for x, *_ in cal.epoch(0)]
 
         def val():
             b, _, _ = split_batches(trained, spec.data, "test", batch_size=100,
                                     limit_batches=-(-spec.acc_images // 100))
             return b.epoch(0)
         return calib, val, f"{sum(len(b) for b in calib)} real images from {spec.data} (train split)"
-    n = spec.calib_images if spec.backend.startswith("int8") else 0
+    n = spec.calib_images if int8 else 0
     g = torch.Generator().manual_seed(2)
     c, s = meta.in_chans, meta.image_size
     calib = [torch.randn(min(50, n - i), c, s, s, generator=g).numpy() for i in range(0, n, 50)]
@@ -232,8 +288,9 @@ def _calibration(spec: BenchSpec, model, meta, trained):
 
 
 # --- the driver ------------------------------------------------------------------------------
-def _run_worker(spec: BenchSpec, timeout_s: float) -> dict[str, Any]:
+def _run_worker(spec: BenchSpec, timeout_s: float, prepare_dir: str | None = None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "resnetlab.bench", "--worker", json.dumps(asdict(spec))]
+    cmd += ["--prepare", prepare_dir] if prepare_dir else []
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
@@ -246,20 +303,23 @@ def _run_worker(spec: BenchSpec, timeout_s: float) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def _summarise(runs: list[dict[str, Any]], batch_sizes: Sequence[int]) -> dict[str, Any]:
-    ok = [r for r in runs if "error" not in r]
+def _summarise(runs: list[dict[str, Any]], batch_sizes: Sequence[int], prep: dict[str, Any]) -> dict[str, Any]:
+    if "error" in prep:
+        return {"error": "preparing the artefact: " + prep["error"], "repeats": 0}
+    ok = [{**prep, **r} for r in runs if "error" not in r]
     if not ok:
-        return {"error": runs[-1].get("error", "failed"), "repeats": len(runs)}
+        return {"error": runs[-1].get("error", "failed") if runs else "not run", "repeats": len(runs)}
     med = lambda xs: statistics.median(xs)  # noqa: E731
-    out = {k: ok[0][k] for k in ("model", "backend", "input", "threads", "params", "macs", "artefact_bytes",
-                                 "calibration")}
+    out = {k: ok[0].get(k) for k in ("model", "backend", "input", "threads", "params", "macs", "artefact_bytes",
+                                     "calibration")}
     out["repeats"] = len(ok)
     for bs in batch_sizes:
         vals = [r[f"bs{bs}"]["img_per_s"] for r in ok]
         out[f"bs{bs}"] = {"img_per_s": med(vals), "min": min(vals), "max": max(vals),
                           **{k: med([r[f"bs{bs}"][k] for r in ok]) for k in ("p50_ms", "p90_ms", "p99_ms")}}
-    for k in ("rss_bare_mib", "rss_peak_mib", "rss_model_mib", "prepare_s"):
+    for k in ("rss_bare_mib", "rss_peak_mib", "rss_model_mib"):
         out[k] = med([r[k] for r in ok])
+    out["prepare_s"] = prep.get("prepare_s")
     for k in ("top1", "top5", "acc_images"):
         if k in ok[0]:
             out[k] = ok[0][k]
@@ -288,24 +348,26 @@ def run_bench(models: Sequence[str], backends: Sequence[str], *, batch_sizes: Se
     pairs = [(m, b) for m in models for b in backends]
     missing = {b: missing_packages(b) for b in backends if missing_packages(b)}
     runs: dict[tuple[str, str], list[dict]] = {p: [] for p in pairs}
+    preps: dict[tuple[str, str], dict] = {p: {} for p in pairs}
     t0 = time.perf_counter()
-    for r in range(repeats):
-        for i, (m, b) in enumerate(pairs):
-            if b in missing:
-                continue
-            spec = BenchSpec(m, b, tuple(batch_sizes), threads, seconds, checkpoint, data)
-            res = _run_worker(spec, timeout_s)
-            runs[(m, b)].append(res)
-            done = r * len(pairs) + i + 1
-            what = res.get("error") or ", ".join(f"bs{bs} {res[f'bs{bs}']['img_per_s']:.1f} img/s"
-                                                 for bs in batch_sizes)
-            log(f"[{done}/{repeats * len(pairs)} | {time.perf_counter() - t0:.0f} s] repeat {r + 1}: {m} {b}: {what}")
+    workdir = tempfile.mkdtemp(prefix="resnetlab-bench-")
+    try:
+        for m, b in pairs:  # artefacts first, each in its own process (conversion memory is not the model's)
+            if b not in missing and _artefact_kind(b):
+                preps[(m, b)] = _run_worker(BenchSpec(m, b, tuple(batch_sizes), threads, seconds, checkpoint, data),
+                                            timeout_s, prepare_dir=workdir)
+                log(f"[prepare | {time.perf_counter() - t0:.0f} s] {m} {b}: "
+                    + (preps[(m, b)].get("error") or f"{preps[(m, b)]['prepare_s']:.0f} s"))
+        _measure(pairs, missing, preps, runs, repeats, batch_sizes, threads, seconds, checkpoint, data, timeout_s,
+                 log, t0)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     rows = []
     for m, b in pairs:
         if b in missing:
             rows.append({"model": m, "backend": b, "status": f"not installed ({', '.join(missing[b])})"})
         else:
-            s = _summarise(runs[(m, b)], batch_sizes)
+            s = _summarise(runs[(m, b)], batch_sizes, preps[(m, b)])
             rows.append({"status": "error: " + s["error"] if "error" in s else "ok", **s,
                          "model": m, "backend": b})
     result = {"env": env, "command": command, "batch_sizes": list(batch_sizes), "repeats": repeats,
@@ -313,6 +375,23 @@ def run_bench(models: Sequence[str], backends: Sequence[str], *, batch_sizes: Se
               "backends": {b: BENCH_BACKENDS[b] for b in backends}}
     write_outputs(result, Path(out))
     return result
+
+
+def _measure(pairs, missing, preps, runs, repeats, batch_sizes, threads, seconds, checkpoint, data, timeout_s,
+             log, t0) -> None:
+    """``repeats`` interleaved rounds: round r measures every (model, backend) once, each in a fresh process."""
+    for r in range(repeats):
+        for i, (m, b) in enumerate(pairs):
+            if b in missing or "error" in preps[(m, b)]:
+                continue
+            spec = BenchSpec(m, b, tuple(batch_sizes), threads, seconds, checkpoint, data,
+                             artefact=preps[(m, b)].get("artefact"))
+            res = _run_worker(spec, timeout_s)
+            runs[(m, b)].append(res)
+            done = r * len(pairs) + i + 1
+            what = res.get("error") or ", ".join(f"bs{bs} {res[f'bs{bs}']['img_per_s']:.1f} img/s"
+                                                 for bs in batch_sizes)
+            log(f"[{done}/{repeats * len(pairs)} | {time.perf_counter() - t0:.0f} s] repeat {r + 1}: {m} {b}: {what}")
 
 
 # --- reports ---------------------------------------------------------------------------------
@@ -360,7 +439,9 @@ def markdown(result: dict[str, Any]) -> str:
              f"- method: each model x backend in its own process; {result['repeats']} interleaved repeat(s) of "
              f"{result['seconds']:g} s per batch size after warm-up; throughput = batch / median call time; "
              "medians over repeats with [min–max]; latency percentiles at batch 1; memory = RSS of the bare "
-             "runtime (torch + backend imported) and the increase to the process's peak",
+             "runtime (torch + backend imported) and the increase to the process's peak; ONNX / OpenVINO / int8 "
+             "artefacts are written (and int8 calibrated) beforehand in a separate process, so their memory is "
+             "that of loading and running the artefact",
              f"- weights: {'checkpoint ' + result['checkpoint'] if result.get('checkpoint') else 'random (seeded)'}",
              ""]
     head = ["model", "backend"] + [f"bs{b} img/s" for b in bss]
@@ -435,10 +516,11 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m resnetlab.bench")
     p.add_argument("--worker", required=True, help="JSON BenchSpec (internal: one measurement process)")
+    p.add_argument("--prepare", metavar="DIR", help="write the backend's artefact into DIR instead of measuring")
     args = p.parse_args(argv)
     spec = BenchSpec(**{**json.loads(args.worker)})
     spec = BenchSpec(**{**asdict(spec), "batch_sizes": tuple(spec.batch_sizes)})
-    print(json.dumps(worker(spec)), flush=True)
+    print(json.dumps(prepare(spec, args.prepare) if args.prepare else worker(spec)), flush=True)
     return 0
 
 

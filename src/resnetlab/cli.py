@@ -211,7 +211,7 @@ def _add_analysis(sub) -> None:
     d.add_argument("--depths", default="20,32,56", help="comma-separated depths 6n+2 (default: 20,32,56)")
     d.add_argument("--data", help="training data (default: CIFAR-10 found as for train)")
     d.add_argument("--epochs", type=int, help="epochs per net (default: as many as fit --budget-minutes)")
-    d.add_argument("--budget-minutes", type=float, default=25.0, help="wall-clock budget for all runs (default 25)")
+    d.add_argument("--budget-minutes", type=float, default=28.0, help="wall-clock budget for all runs (default 28)")
     d.add_argument("--preset", default="cpu", choices=("cpu", "paper"),
                    help="cpu: cosine over the budget, bf16; paper: He et al.'s 64k iterations (for a GPU)")
     _common_experiment_args(d, "runs/degradation")

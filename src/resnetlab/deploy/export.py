@@ -7,6 +7,7 @@ loaded back with its own runtime, compared, and only then renamed; a mismatch de
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -96,6 +97,20 @@ def _export_program(net: nn.Module, meta: ModelMeta, dynamic_batch: bool, batch_
     return torch.export.export(net, (x,), dynamic_shapes=shapes)
 
 
+@contextlib.contextmanager
+def _weights_only_loads():
+    """torch.export.load retries a failed weights_only load with full unpickling; forbid that fallback."""
+    old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
+
+
 def load_artefact(path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32"):
     """(runtime, meta) for an exported file: ONNX -> onnxruntime, .xml -> openvino, .pt2/.ts -> torch."""
     path = Path(path)
@@ -118,7 +133,8 @@ def load_artefact(path: str | os.PathLike, *, threads: int | None = None, precis
         return OpenVINORuntime(model, threads=threads, precision=precision), meta
     extra = {_EXTRA_FILE: ""}
     if fmt == "pt2":
-        module = torch.export.load(str(path), extra_files=extra).module()
+        with _weights_only_loads():
+            module = torch.export.load(str(path), extra_files=extra).module()
     else:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     if not extra[_EXTRA_FILE]:
