@@ -23,6 +23,7 @@ def test_bench_writes_every_output(tmp_path, monkeypatch):
         assert r["status"] == "ok", r
         assert r["bs1"]["img_per_s"] > 0 and r["bs2"]["img_per_s"] > 0
         assert r["bs1"]["p50_ms"] <= r["bs1"]["p99_ms"]
+        assert 0 < r["bs1"]["rss_model_mib"] <= r["rss_model_mib"]
         assert r["params"] == 269722 and r["rss_peak_mib"] > r["rss_bare_mib"] > 50
         assert r["artefact_bytes"] > 100_000
     assert rows["int8"]["artefact_bytes"] < rows["eager"]["artefact_bytes"]

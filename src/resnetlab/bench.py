@@ -32,6 +32,7 @@ BENCH_BACKENDS = {
     "channels_last": "PyTorch FP32, BN folded, channels_last",
     "compile": "torch.compile FP32, BN folded, channels_last",
     "bf16": "PyTorch bf16 weights and activations, BN folded, channels_last",
+    "compile-bf16": "torch.compile of the bf16, BN-folded, channels_last model",
     "onnxruntime": "ONNX Runtime FP32 (CPU EP, all graph optimisations)",
     "openvino": "OpenVINO FP32 (f32 precision hint)",
     "openvino-bf16": "OpenVINO with the bf16 precision hint",
@@ -186,10 +187,11 @@ def _torch_runtime(spec: BenchSpec, model, meta):
         def eager(x):
             return net(torch.from_numpy(x)).numpy()
         return eager, state_bytes
-    if b in ("channels_last", "compile", "bf16"):
-        rt = TorchRuntime(model, precision="bf16" if b == "bf16" else "fp32", compile=b == "compile",
+    if b in ("channels_last", "compile", "bf16", "compile-bf16"):
+        bf16 = b.endswith("bf16")
+        rt = TorchRuntime(model, precision="bf16" if bf16 else "fp32", compile=b.startswith("compile"),
                           threads=spec.threads)
-        return rt, state_bytes // (2 if b == "bf16" else 1)
+        return rt, state_bytes // (2 if bf16 else 1)
     if b == "auto":  # auto chose PyTorch: the Predictor's own runtime
         p = Predictor(model, "auto", threads=spec.threads, classes=meta.classes, image_size=meta.image_size)
         return p.runtime, state_bytes
@@ -248,12 +250,13 @@ def worker(spec: BenchSpec) -> dict[str, Any]:
     out["threads"] = torch.get_num_threads()
     c, s = meta.in_chans, meta.image_size
     g = torch.Generator().manual_seed(1)
-    for bs in spec.batch_sizes:
+    for bs in sorted(spec.batch_sizes):
         x = torch.randn(bs, c, s, s, generator=g).numpy()
         times = _time_calls(run, x, spec.seconds)
         out[f"bs{bs}"] = {"img_per_s": bs / statistics.median(times), "calls": len(times),
                           "p50_ms": 1e3 * _pct(times, 50), "p90_ms": 1e3 * _pct(times, 90),
-                          "p99_ms": 1e3 * _pct(times, 99)}
+                          "p99_ms": 1e3 * _pct(times, 99),
+                          "rss_model_mib": _rss_mib("VmHWM") - rss_bare}  # peak so far: batch sizes run ascending
     out["rss_bare_mib"], out["rss_peak_mib"] = rss_bare, _rss_mib("VmHWM")  # before any accuracy pass
     out["rss_model_mib"] = out["rss_peak_mib"] - rss_bare
     if val is not None:
@@ -316,7 +319,8 @@ def _summarise(runs: list[dict[str, Any]], batch_sizes: Sequence[int], prep: dic
     for bs in batch_sizes:
         vals = [r[f"bs{bs}"]["img_per_s"] for r in ok]
         out[f"bs{bs}"] = {"img_per_s": med(vals), "min": min(vals), "max": max(vals),
-                          **{k: med([r[f"bs{bs}"][k] for r in ok]) for k in ("p50_ms", "p90_ms", "p99_ms")}}
+                          **{k: med([r[f"bs{bs}"][k] for r in ok])
+                             for k in ("p50_ms", "p90_ms", "p99_ms", "rss_model_mib")}}
     for k in ("rss_bare_mib", "rss_peak_mib", "rss_model_mib"):
         out[k] = med([r[k] for r in ok])
     out["prepare_s"] = prep.get("prepare_s")
@@ -414,7 +418,7 @@ def _flat(row: dict[str, Any], batch_sizes: Sequence[int]) -> dict[str, Any]:
                                     "rss_bare_mib", "rss_peak_mib", "rss_model_mib", "top1", "top5", "repeats")}
     for bs in batch_sizes:
         d = row.get(f"bs{bs}") or {}
-        for k in ("img_per_s", "min", "max", "p50_ms", "p90_ms", "p99_ms"):
+        for k in ("img_per_s", "min", "max", "p50_ms", "p90_ms", "p99_ms", "rss_model_mib"):
             flat[f"bs{bs}_{k}"] = d.get(k)
     return flat
 
@@ -439,14 +443,15 @@ def markdown(result: dict[str, Any]) -> str:
              f"- method: each model x backend in its own process; {result['repeats']} interleaved repeat(s) of "
              f"{result['seconds']:g} s per batch size after warm-up; throughput = batch / median call time; "
              "medians over repeats with [min–max]; latency percentiles at batch 1; memory = RSS of the bare "
-             "runtime (torch + backend imported) and the increase to the process's peak; ONNX / OpenVINO / int8 "
+             "runtime (torch + backend imported) and its increase to the peak after the smallest batch size and "
+             "after all of them; ONNX / OpenVINO / int8 "
              "artefacts are written (and int8 calibrated) beforehand in a separate process, so their memory is "
              "that of loading and running the artefact",
              f"- weights: {'checkpoint ' + result['checkpoint'] if result.get('checkpoint') else 'random (seeded)'}",
              ""]
     head = ["model", "backend"] + [f"bs{b} img/s" for b in bss]
     head += ["p50 / p90 / p99 ms (bs1)"] if 1 in bss else []
-    head += ["params", "GMACs", "artefact MB", "RSS bare MiB", "+model MiB"]
+    head += ["params", "GMACs", "artefact MB", "RSS bare MiB", f"+MiB (bs{min(bss)} / peak)"]
     head += ["top-1 / top-5"] if result.get("checkpoint") else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
@@ -460,7 +465,7 @@ def markdown(result: dict[str, Any]) -> str:
             d = r["bs1"]
             cells.append(f"{d['p50_ms']:.2f} / {d['p90_ms']:.2f} / {d['p99_ms']:.2f}")
         cells += [f"{r['params'] / 1e6:.2f}M", f"{r['macs'] / 1e9:.2f}", f"{r['artefact_bytes'] / 2**20:.1f}",
-                  f"{r['rss_bare_mib']:.0f}", f"{r['rss_model_mib']:.0f}"]
+                  f"{r['rss_bare_mib']:.0f}", f"{r[f'bs{min(bss)}']['rss_model_mib']:.0f} / {r['rss_model_mib']:.0f}"]
         if result.get("checkpoint"):
             cells.append(f"{100 * r['top1']:.2f} % / {100 * r['top5']:.2f} %" if "top1" in r else "–")
         lines.append("| " + " | ".join(cells) + " |")
@@ -478,7 +483,7 @@ def article_check(result: dict[str, Any]) -> list[str]:
         return ["The article's table needs eager results at batch 1 for at least two of its models "
                 f"({', '.join(ARTICLE)}); not in this run."]
     fps = {m: rows[m]["bs1"]["img_per_s"] for m in ours}
-    mem = {m: rows[m]["rss_model_mib"] for m in ours}
+    mem = {m: rows[m]["bs1"].get("rss_model_mib", rows[m]["rss_model_mib"]) for m in ours}  # at batch 1
     lines = ["## The article's table (§4.2) against this machine (eager FP32, batch 1)", "",
              "| model | article FPS | measured img/s | article MB | measured +MiB |", "|---|---|---|---|---|"]
     lines += [f"| {m} | {ARTICLE[m][0]} | {fps[m]:.1f} | {ARTICLE[m][1]} | {mem[m]:.0f} |" for m in ours]

@@ -46,7 +46,8 @@ def add_deploy_verbs(sub) -> None:
     e.add_argument("--batch-size", type=int, default=1, help="the fixed batch size without --dynamic-batch")
     e.add_argument("--check-data", help="images to compare on (default: the run's data, test split)")
     e.add_argument("--check-images", type=int, default=32)
-    e.add_argument("--tolerance", type=float, default=1e-3, help="max |artefact - eager| on the logits")
+    e.add_argument("--tolerance", type=float, default=1e-3,
+                   help="max |artefact - eager| / max(1, max |eager|) on the logits")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_cmd_export)
 
