@@ -134,7 +134,8 @@ def _torch(model: nn.Module, meta: ModelMeta, calib: list[np.ndarray], out: Path
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     except ImportError as e:
-        raise ModuleNotFoundError(f"PyTorch int8 needs torchao's PT2E ({e}): pip install 'resnetlab[torchao]'") from None
+        raise ModuleNotFoundError(f"PyTorch int8 needs torchao's PT2E ({e}): "
+                                  "pip install 'resnetlab[torchao]'") from None
     net = _unshare_relus(inference_model(model, fuse=False, channels_last=False))
     example = (torch.randn(2, *calib[0].shape[1:]),)  # batch 2: a batch of 1 would specialise the batch dim
     batch = torch.export.Dim("batch", min=1, max=4096)
