@@ -61,15 +61,14 @@ def speed(args) -> dict:
 
 def accuracy(args) -> dict:
     from resnetlab.deploy import ModelMeta, quantize_model
-    from resnetlab.inference import load_trained, split_batches
+    from resnetlab.deploy.quantize import calibration_images, test_batches
+    from resnetlab.inference import load_trained
 
     trained = load_trained(args.checkpoint)
     meta = ModelMeta.from_trained(trained)
-    cal, _, _ = split_batches(trained, args.data, "train", batch_size=50, limit_batches=6)
-    calib = [x.numpy() for x, *_ in cal.epoch(0)]
+    calib = calibration_images(trained, args.data, 300)
+    test_split = test_batches(trained, args.data, batch_size=500)
     out = {}
-    def test_split():
-        return split_batches(trained, args.data, "test", batch_size=500)[0].epoch(0)
 
     for backend, ext in (("openvino", ".xml"), ("onnxruntime", ".onnx")):
         report = quantize_model(trained.model, meta, args.runs / f"int8-{backend}{ext}", backend, calib,

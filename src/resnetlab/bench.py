@@ -269,19 +269,10 @@ def _calibration(spec: BenchSpec, meta, trained, *, int8: bool):
     import torch
 
     if trained is not None and spec.data:
-        from .inference import split_batches
+        from .deploy.quantize import calibration_images, test_batches
 
-        bs = 50
-        calib = []
-        if int8:
-            cal, _, _ = split_batches(trained, spec.data, "train", batch_size=bs,
-                                      limit_batches=-(-spec.calib_images // bs))
-            calib = [x.numpy() for x, *_ in cal.epoch(0)]
-
-        def val():
-            b, _, _ = split_batches(trained, spec.data, "test", batch_size=100,
-                                    limit_batches=-(-spec.acc_images // 100))
-            return b.epoch(0)
+        calib = calibration_images(trained, spec.data, spec.calib_images) if int8 else []
+        val = test_batches(trained, spec.data, images=spec.acc_images)
         return calib, val, f"{sum(len(b) for b in calib)} real images from {spec.data} (train split)"
     n = spec.calib_images if int8 else 0
     g = torch.Generator().manual_seed(2)

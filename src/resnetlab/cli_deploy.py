@@ -131,25 +131,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from .deploy import QUANT_BACKENDS, ModelMeta, quantize_model
-    from .inference import load_trained, split_batches
+    from .deploy.quantize import calibration_images, test_batches
+    from .inference import load_trained
 
     trained = load_trained(args.checkpoint)
     meta = ModelMeta.from_trained(trained)
     out = Path(args.out) if args.out else _default_out(args.checkpoint,
                                                         f"model-int8-{args.backend}{QUANT_BACKENDS[args.backend]}")
-    bs = 50
-    cal, cal_ds, cal_cfg = split_batches(trained, args.calib_data, "train", batch_size=bs,
-                                         limit_batches=-(-args.calib_images // bs))
-    calib = [x.numpy() for x, *_ in cal.epoch(0)][: -(-args.calib_images // bs)]
-    calib[-1] = calib[-1][: args.calib_images - bs * (len(calib) - 1)]
-    val = None
-    if args.val_data:
-        def val():
-            b, _, _ = split_batches(trained, args.val_data, "test", batch_size=250,
-                                    limit_batches=-(-args.val_images // 250) if args.val_images else None)
-            return b.epoch(0)
+    calib = calibration_images(trained, args.calib_data, args.calib_images)
+    val = test_batches(trained, args.val_data, images=args.val_images) if args.val_data else None
     report = quantize_model(trained.model, meta, out, args.backend, calib,
-                            calib_source=f"{args.calib_images} images of {cal_cfg.data} (train split)",
+                            calib_source=f"{args.calib_images} images of {args.calib_data or trained.config['data']} "
+                                         "(train split)",
                             val_batches=val, val_source=f"{args.val_data} (test split)" if val else "")
     d = report.to_dict()
     if args.json:

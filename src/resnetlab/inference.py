@@ -1,4 +1,4 @@
-"""Trained models back from their checkpoints: evaluation and top-k prediction.
+"""Trained models back from their checkpoints, for evaluation (top-k prediction: resnetlab.Predictor).
 
 A resnetlab checkpoint records the model name and options, the class names and the eval
 transform (preset, input size, mean/std), so a checkpoint alone is enough to predict.
@@ -9,18 +9,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
-from PIL import Image
 
-from .data import folder_transform
 from .models import create_model
 from .train.checkpoint import load_checkpoint
 from .weights import load_weights
 
-__all__ = ["TrainedModel", "load_trained", "checkpoint_path", "collect_logits", "predict_images", "split_batches"]
+__all__ = ["TrainedModel", "load_trained", "checkpoint_path", "collect_logits", "split_batches"]
 
 
 @dataclass
@@ -99,30 +97,3 @@ def collect_logits(model: nn.Module, batches: Iterable, *, device: torch.device,
     if not logits:
         raise ValueError("no evaluation batches: the data set is empty")
     return torch.cat(logits), torch.cat(targets)
-
-
-def _open(image: str | os.PathLike | Image.Image) -> Image.Image:
-    if isinstance(image, Image.Image):
-        return image
-    try:
-        with Image.open(image) as img:
-            img.load()
-            return img.copy()
-    except (OSError, Image.DecompressionBombError, ValueError) as e:
-        raise ValueError(f"cannot read image {str(image)!r}: {e}") from None
-
-
-@torch.no_grad()
-def predict_images(trained: TrainedModel, images: Sequence[str | os.PathLike | Image.Image],
-                   topk: int = 5) -> list[list[tuple[str, float]]]:
-    """Top-k (class name, probability) per image, with the checkpoint's own eval transform."""
-    et = trained.eval_transform
-    transform = folder_transform(et["preset"], train=False, image_size=et["image_size"], mean=et["mean"],
-                                 std=et["std"], in_chans=trained.in_chans)
-    x = torch.stack([transform(_open(im)) for im in images])
-    device = next(trained.model.parameters()).device
-    probs = trained.model(x.to(device)).float().softmax(1).cpu()
-    k = min(topk, probs.shape[1])
-    values, indices = probs.topk(k, dim=1)
-    return [[(trained.classes[i], float(p)) for p, i in zip(vs, ix)]
-            for vs, ix in zip(values.tolist(), indices.tolist())]

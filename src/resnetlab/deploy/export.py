@@ -71,9 +71,17 @@ def to_onnx_bytes(model: nn.Module, meta: ModelMeta, *, dynamic_batch: bool = Tr
     program = torch.onnx.export(net, (x,), dynamo=True, dynamic_shapes=shapes, input_names=["input"],
                                 output_names=["logits"], opset_version=18, verbose=False, optimize=True)
     proto = program.model_proto
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, meta.to_json()
+    embed_onnx_meta(proto, meta)
     return proto.SerializeToString()
+
+
+def embed_onnx_meta(proto: Any, meta: ModelMeta) -> None:
+    """Set the model's resnetlab metadata (replacing any earlier value) in an ONNX ModelProto."""
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key != META_KEY]
+    del proto.metadata_props[:]
+    for key, value in [*keep, (META_KEY, meta.to_json())]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
 def _require_onnx_export() -> None:

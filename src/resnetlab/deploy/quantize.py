@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .export import _EXTRA_FILE, load_artefact, to_onnx_bytes, to_openvino
+from .export import _EXTRA_FILE, embed_onnx_meta, load_artefact, to_onnx_bytes, to_openvino
 from .fuse import inference_model
 from .meta import META_KEY, ModelMeta
 from .runtimes import require
 
-__all__ = ["QUANT_BACKENDS", "QuantizeReport", "quantize_model", "top1"]
+__all__ = ["QUANT_BACKENDS", "QuantizeReport", "quantize_model", "top1", "calibration_images", "test_batches"]
 
 QUANT_BACKENDS = {"openvino": ".xml", "onnxruntime": ".onnx", "torch": ".pt2"}
 
@@ -48,6 +48,29 @@ class QuantizeReport:
         if self.fp32_top1 is not None and self.int8_top1 is not None:
             d["top1_drop_points"] = round(100 * (self.fp32_top1 - self.int8_top1), 3)
         return d
+
+
+def calibration_images(trained: Any, data: str | None, n: int, *, batch_size: int = 50) -> list[np.ndarray]:
+    """``n`` images of ``data``'s train split (a fixed, seeded random subset) under the checkpoint's eval
+    transform, as float NCHW batches: what every quantizer calibrates on."""
+    from ..inference import split_batches
+
+    batches, _, _ = split_batches(trained, data, "train", batch_size=batch_size, limit_batches=-(-n // batch_size))
+    calib = [x.numpy() for x, *_ in batches.epoch(0)]
+    calib[-1] = calib[-1][: n - batch_size * (len(calib) - 1)]
+    return calib
+
+
+def test_batches(trained: Any, data: str | None, *, images: int | None = None, batch_size: int = 250):
+    """A zero-argument factory of ``data``'s labelled test batches (all, or a seeded subset of ``images``),
+    so that two models compared with it see the same images."""
+    from ..inference import split_batches
+
+    limit = -(-images // batch_size) if images else None
+
+    def batches():
+        return split_batches(trained, data, "test", batch_size=batch_size, limit_batches=limit)[0].epoch(0)
+    return batches
 
 
 def top1(run, batches: Iterable[tuple[torch.Tensor, torch.Tensor, Any]]) -> tuple[float, int]:
@@ -101,9 +124,7 @@ def _onnxruntime(model: nn.Module, meta: ModelMeta, calib: list[np.ndarray], out
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
     proto = onnx.load(str(out))
-    del proto.metadata_props[:]
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, replace(meta, extra={**meta.extra, "precision": "int8"}).to_json()
+    embed_onnx_meta(proto, replace(meta, extra={**meta.extra, "precision": "int8"}))
     onnx.save(proto, str(out))
 
 
