@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, header_md, write  # noqa: E402
 
-from resnetlab.bench import library_versions, run_bench  # noqa: E402
+from resnetlab.deploy.bench import library_versions, run_bench  # noqa: E402
 
 # auto next to its two peers: the rounds interleave, so neighbours see the same machine state
 SPEED_BACKENDS = ["eager", "channels_last", "compile", "bf16", "compile-bf16", "onnxruntime", "auto", "openvino",
@@ -62,7 +62,7 @@ def speed(args) -> dict:
 def accuracy(args) -> dict:
     from resnetlab.deploy import ModelMeta, quantize_model
     from resnetlab.deploy.quantize import calibration_images, test_batches
-    from resnetlab.inference import load_trained
+    from resnetlab.eval import load_trained
 
     trained = load_trained(args.checkpoint)
     meta = ModelMeta.from_trained(trained)
@@ -99,7 +99,7 @@ def main() -> None:
         lines += ["## Speed (ResNet-18, 3x224x224, random weights)", "", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {c['target']} | {c['measured']} | {'yes' if c['met'] else '**no**'} |"
                   for c in result["speed"]["checks"]]
-        from resnetlab.bench import markdown
+        from resnetlab.deploy.bench import markdown
 
         table = markdown(result["speed"]["bench"]).split("\n")
         start = next(i for i, ln in enumerate(table) if ln.startswith("| model"))

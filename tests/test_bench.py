@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-import resnetlab.bench as bench
+import resnetlab.deploy.bench as bench
 from train_helpers import run_cli
 
 

@@ -8,7 +8,7 @@ import torch
 
 from deploy_helpers import train_tiny
 from resnetlab.deploy import ModelMeta, Predictor, export_model, load_artefact, quantize_model
-from resnetlab.inference import load_trained, split_batches
+from resnetlab.eval import eval_batches, load_trained, open_split
 from train_helpers import run_cli
 
 
@@ -16,7 +16,7 @@ from train_helpers import run_cli
 def tiny(tmp_path_factory):
     tree, run = train_tiny(tmp_path_factory.mktemp("export"))
     trained = load_trained(run)
-    batches, _, _ = split_batches(trained, tree, "test", batch_size=12)
+    batches = eval_batches(open_split(trained, tree, "test"), trained.preprocess, batch_size=12)
     x = torch.cat([b[0] for b in batches.epoch(0)])
     return tree, run, trained, x
 
@@ -76,7 +76,8 @@ def test_export_cli(tiny, tmp_path):
 def test_int8_runs_on_a_tiny_model(tiny, tmp_path, backend, ext):
     tree, run, trained, x = tiny
     meta = ModelMeta.from_trained(trained)
-    batches = lambda: split_batches(trained, tree, "test", batch_size=6)[0].epoch(0)  # noqa: E731
+    test = eval_batches(open_split(trained, tree, "test"), trained.preprocess, batch_size=6)
+    batches = lambda: test.epoch(0)  # noqa: E731
     report = quantize_model(trained.model, meta, tmp_path / f"q{ext}", backend, [x[:6].numpy(), x[6:].numpy()],
                             calib_source="12 images", val_batches=batches, val_source="test")
     d = json.loads((tmp_path / f"q{ext}.quantize.json").read_text())

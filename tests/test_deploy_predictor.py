@@ -103,7 +103,7 @@ def test_bad_arguments(tiny):
 def test_module_source_uses_its_registry_defaults():
     model = resnetlab.create_model("resnet20").eval()
     p = Predictor(model, backend="torch", classes=[f"c{i}" for i in range(10)])
-    assert p.meta.image_size == 32 and p.meta.preset == "cifar" and p.classes[3] == "c3"
+    assert p.meta.image_size == 32 and p.meta.preprocess.preset == "cifar" and p.classes[3] == "c3"
     assert len(p.predict(np.zeros((32, 32, 3), np.uint8), topk=3)[0]) == 3
     with pytest.raises(ValueError, match="classes has 2 names but the model predicts 10"):
         Predictor(model, backend="torch", classes=["a", "b"])

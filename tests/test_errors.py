@@ -22,7 +22,16 @@ def test_unknown_option_lists_close_matches():
 
 def test_duplicate_registration_is_refused():
     with pytest.raises(ValueError, match="already registered"):
-        register_model("resnet18", ResNet)
+        @register_model()
+        def resnet18(**kwargs) -> ResNet:
+            return ResNet(**kwargs)
+
+
+def test_builder_without_class_annotation_is_refused():
+    with pytest.raises(TypeError, match="annotated with the nn.Module class"):
+        @register_model()
+        def not_a_model(**kwargs):
+            return None
 
 
 def test_wrong_channel_count():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resnetlab.evaluate import (
+from resnetlab.eval import (
     binary_auc,
     classification_metrics,
     expected_calibration_error,

@@ -80,7 +80,7 @@ def test_recipe_options_run_together(tree, tmp_path):
                                 model_kwargs={"layers": (1, 1, 1), "drop_path_rate": 0.1}))
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0.0 <= row["ema_top1"] <= 1.0 and math.isfinite(row["train_loss"])
-    assert load_checkpoint(out / "last.pt")["eval_transform"]["image_size"] == 16
+    assert load_checkpoint(out / "last.pt")["preprocess"]["image_size"] == 16
     assert summary["epochs"] == 2
 
 

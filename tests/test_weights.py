@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import resnetlab
-from resnetlab.weights import adapt_first_conv, read_state_dict
+from resnetlab.models.weights import adapt_first_conv, read_state_dict
 
 
 def test_safetensors_round_trip(tmp_path):

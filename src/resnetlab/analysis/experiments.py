@@ -251,20 +251,21 @@ def _write_degradation(out: Path, curves: dict[str, list[dict]], config: dict) -
             for m, rs in curves.items() for r in rs]
     write_csv(out / "degradation.csv", rows)
     write_json(out / "degradation.json", {"config": config, "curves": curves})
-    panels = []
-    for kind, title in (("plain", "plain networks"), ("resnet", "residual networks")):
-        series = {}
+    import matplotlib.pyplot as plt
+
+    from ..utils.plot import line_figure, save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True, layout="constrained")
+    for ax, (kind, title) in zip(axes, (("plain", "plain networks"), ("resnet", "residual networks"))):
+        series, groups = {}, {}
         for m, rs in curves.items():
             if m.startswith(kind):
                 series[f"{m} test"] = ([r["epoch"] for r in rs], [100 * r["test_error"] for r in rs])
                 series[f"{m} train"] = ([r["epoch"] for r in rs], [100 * r["train_error"] for r in rs])
-        path = out / f"{kind}.png"
-        line_plot(series, path, title=f"CIFAR-10, {title}: error (dashed: training)", xlabel="epoch",
-                  ylabel="error (%)", dashed=[k for k in series if k.endswith(" train")], size=(700, 500))
-        panels.append(path)
-    from ..utils.plot import side_by_side
-
-    side_by_side(panels, out / "degradation.png")
+                groups[f"{m} test"] = groups[f"{m} train"] = m
+        line_figure(series, ax=ax, title=f"CIFAR-10, {title}: error (dashed: training)", xlabel="epoch",
+                    ylabel="error (%)", dashed=[k for k in series if k.endswith(" train")], groups=groups)
+    save_figure(fig, out / "degradation.png")
     depths = config["depths"]
     table = ["| depth | plain train err | plain test err | residual train err | residual test err |",
              "|---|---|---|---|---|"]
@@ -304,7 +305,7 @@ def _recipe_line(r: dict) -> str:
 
 def _train_runs(specs: dict[str, tuple[str, dict]], base: TrainConfig, out: Path) -> dict[str, dict]:
     """Train each (model, options) with the same recipe; a diverged run is a result, not a crash."""
-    from ..stats import count_params
+    from ..models.stats import count_params
     from ..train.engine import TrainingDiverged
 
     results = {}

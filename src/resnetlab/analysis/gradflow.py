@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..models.resnet import _Block
+from ..models.layers import ResidualAdd
 
 __all__ = ["LayerGrad", "BlockFlow", "weight_layers", "measure", "ratios"]
 
@@ -78,21 +78,31 @@ def measure(model: nn.Module, x: Tensor, y: Tensor) -> tuple[list[LayerGrad], li
     model.train()
     layers = weight_layers(model, x)
     names = {m: n for n, m in model.named_modules()}
+    inputs: dict[nn.Module, Tensor] = {}
     records: list[tuple] = []
 
-    def probe(block, xin, branch, identity, total):
+    def block_input(block: nn.Module, args: tuple) -> None:
+        inputs[block] = args[0]
+
+    def at_sum(add: nn.Module, args: tuple, total: Tensor) -> Tensor:
+        branch, identity = args
         total.retain_grad()
-        records.append((names[block], xin, branch, identity, total))
+        block = parents[add]
+        records.append((names[block], inputs[block], branch, identity, total))
         return total.clone()  # the block's in-place ReLU must not overwrite the recorded sum
 
+    # every block's residual addition is a named ``add`` submodule: ordinary forward hooks see both paths
+    parents = {m.add: m for m in model.modules() if isinstance(getattr(m, "add", None), ResidualAdd)}
+    handles = [b.register_forward_pre_hook(block_input) for b in parents.values()]
+    handles += [a.register_forward_hook(at_sum) for a in parents]
     model.zero_grad(set_to_none=True)
-    _Block.probe = probe
     try:
         loss = F.cross_entropy(model(x), y)
         loss.backward(retain_graph=True)
         blocks = [_block_flow(r) for r in records]
     finally:
-        _Block.probe = None
+        for h in handles:
+            h.remove()
     main = 0
     out = []
     for name, m, kind in layers:

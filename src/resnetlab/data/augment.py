@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-__all__ = ["MEAN_STD", "BatchAugment", "mix_batch", "folder_transform"]
+__all__ = ["MEAN_STD", "BatchAugment", "mix_batch", "folder_transform", "cutout", "Cutout"]
 
 MEAN_STD = {
     "cifar": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -138,13 +138,34 @@ class BatchAugment:
 
     def _cutout(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
         n, _, h, w = x.shape
-        s = self.cutout
-        cy = _randint(h, n, generator).to(x.device)[:, None] - s // 2
-        cx = _randint(w, n, generator).to(x.device)[:, None] - s // 2
-        ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
-        my = (ys >= cy) & (ys < cy + s)
-        mx = (xs >= cx) & (xs < cx + s)
-        return x.masked_fill((my[:, :, None] & mx[:, None, :])[:, None], 0.0)
+        centres = _randint(h, n, generator).to(x.device), _randint(w, n, generator).to(x.device)
+        return cutout(x, *centres, self.cutout)
+
+
+def cutout(x: Tensor, cy: Tensor, cx: Tensor, size: int) -> Tensor:
+    """Zero a ``size`` square centred at (cy[i], cx[i]) of each image of the (N, C, H, W) batch ``x``,
+    clipped at the border (DeVries & Taylor 2017). The one definition both data paths use."""
+    _, _, h, w = x.shape
+    cy, cx = cy[:, None] - size // 2, cx[:, None] - size // 2
+    ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    my = (ys >= cy) & (ys < cy + size)
+    mx = (xs >= cx) & (xs < cx + size)
+    return x.masked_fill((my[:, :, None] & mx[:, None, :])[:, None], 0.0)
+
+
+class Cutout:
+    """Cutout for one normalised (C, H, W) image of a streamed data set, drawn from torch's global RNG
+    (which the streamed batches seed per image, so it is reproducible on resume)."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"cutout size must be >= 1, got {size!r}")
+        self.size = size
+
+    def __call__(self, img: Tensor) -> Tensor:
+        h, w = img.shape[-2:]
+        cy, cx = torch.randint(0, h, (1,)), torch.randint(0, w, (1,))
+        return cutout(img[None], cy, cx, self.size)[0]
 
 
 def mix_batch(
@@ -213,6 +234,8 @@ def folder_transform(
     std: Sequence[float],
     auto_augment: str | None = None,
     in_chans: int = 3,
+    crop_pad: int = 4,
+    cutout: int = 0,
 ) -> Callable[[Image.Image], Tensor]:
     """torchvision v2 pipeline for a streamed PIL image -> normalised float CHW tensor.
 
@@ -231,7 +254,8 @@ def folder_transform(
     if train and preset == "imagenet":
         ops += [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
     elif train:
-        ops += [v2.Resize(image_size, antialias=True), v2.RandomCrop(image_size, padding=4, pad_if_needed=True),
+        ops += [v2.Resize(image_size, antialias=True),
+                v2.RandomCrop(image_size, padding=crop_pad or None, pad_if_needed=True),
                 v2.RandomHorizontalFlip()]
     else:
         resize = int(image_size / 0.875) if preset == "imagenet" else image_size
@@ -240,4 +264,6 @@ def folder_transform(
     if aa is not None:
         ops.append(aa)
     ops += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    if train and cutout:
+        ops.append(Cutout(cutout))
     return v2.Compose(ops)

@@ -1,5 +1,6 @@
 """Compression and deployment: BN folding, export, int8 quantization, runtimes and the Predictor."""
 
+from .api import default_artefact_path, export_checkpoint, quantize_checkpoint
 from .export import FORMATS, ExportReport, export_model, load_artefact
 from .fuse import conv_bn_pairs, fuse_conv_bn, inference_model
 from .meta import ModelMeta
@@ -9,4 +10,4 @@ from .runtimes import available_backends
 
 __all__ = ["fuse_conv_bn", "conv_bn_pairs", "inference_model", "export_model", "load_artefact", "FORMATS",
            "ExportReport", "ModelMeta", "Predictor", "auto_backend", "quantize_model", "QuantizeReport",
-           "QUANT_BACKENDS", "available_backends"]
+           "QUANT_BACKENDS", "available_backends", "export_checkpoint", "quantize_checkpoint", "default_artefact_path"]

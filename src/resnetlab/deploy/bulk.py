@@ -90,7 +90,7 @@ def predict_folder(predictor: Any, folder: str | os.PathLike, out: str | os.Path
     done = _done_paths(part)
     todo = [f for f in files if f not in done]
     meta = predictor.meta
-    ds = _Images(root, todo, predictor._transform, "L" if meta.in_chans == 1 else "RGB",
+    ds = _Images(root, todo, predictor.transform, "L" if meta.in_chans == 1 else "RGB",
                  (meta.in_chans, meta.image_size, meta.image_size))
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers if todo else 0, collate_fn=_collate,
                         prefetch_factor=2 if workers and todo else None)

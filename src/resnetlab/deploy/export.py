@@ -22,14 +22,13 @@ import torch
 import torch.nn as nn
 
 from .fuse import inference_model
-from .meta import META_KEY, ModelMeta
+from .meta import EXTRA_FILE, META_KEY, ModelMeta
 from .runtimes import OnnxRuntime, OpenVINORuntime, TorchRuntime, require
 
 __all__ = ["FORMATS", "ExportReport", "export_model", "to_onnx_bytes", "to_openvino", "load_artefact",
            "artefact_format"]
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2", "torchscript": ".ts"}
-_EXTRA_FILE = f"{META_KEY}.json"
 
 
 @dataclass
@@ -140,15 +139,15 @@ def load_artefact(path: str | os.PathLike, *, threads: int | None = None, precis
         meta = ModelMeta.from_json(model.get_rt_info([META_KEY]).astype(str), str(path))
         precision = "fp32" if meta.extra.get("precision") == "int8" else precision
         return OpenVINORuntime(model, threads=threads, precision=precision), meta
-    extra = {_EXTRA_FILE: ""}
+    extra = {EXTRA_FILE: ""}
     if fmt == "pt2":
         with _weights_only_loads():
             module = torch.export.load(str(path), extra_files=extra).module()
     else:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    if not extra[_EXTRA_FILE]:
+    if not extra[EXTRA_FILE]:
         raise ValueError(f"{path}: a {fmt} file without resnetlab metadata")
-    meta = ModelMeta.from_json(extra[_EXTRA_FILE], str(path))
+    meta = ModelMeta.from_json(extra[EXTRA_FILE], str(path))
     return TorchRuntime(module, threads=threads, as_is=True), meta
 
 
@@ -160,12 +159,12 @@ def _write(net: nn.Module, meta: ModelMeta, fmt: str, tmp: Path, dynamic_batch: 
                                        str(tmp), compress_to_fp16=False)
     elif fmt == "pt2":
         program = _export_program(inference_model(net, channels_last=False), meta, dynamic_batch, batch_size)
-        torch.export.save(program, str(tmp), extra_files={_EXTRA_FILE: meta.to_json()})
+        torch.export.save(program, str(tmp), extra_files={EXTRA_FILE: meta.to_json()})
     else:
         folded = inference_model(net, channels_last=False)
         traced = torch.jit.trace(folded, _example(meta, batch_size), check_trace=False)
         buf = io.BytesIO()
-        torch.jit.save(traced, buf, _extra_files={_EXTRA_FILE: meta.to_json()})
+        torch.jit.save(traced, buf, _extra_files={EXTRA_FILE: meta.to_json()})
         tmp.write_bytes(buf.getvalue())
 
 

@@ -7,56 +7,61 @@ TorchScript extra files) so that a file alone is enough to predict correctly.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch.nn as nn
 
-from ..data.augment import MEAN_STD
+from ..data.preprocess import Preprocess
+from ..models.registry import get_entry
 
-__all__ = ["ModelMeta", "META_KEY"]
+__all__ = ["ModelMeta", "META_KEY", "EXTRA_FILE"]
 
 META_KEY = "resnetlab"  # key of the JSON blob inside every artefact
+EXTRA_FILE = f"{META_KEY}.json"  # its name among a pt2 / TorchScript archive's extra files
 
 
 @dataclass(frozen=True)
 class ModelMeta:
-    """Class names and the eval preprocessing a model expects (the checkpoint's eval transform)."""
+    """Class names and the evaluation :class:`Preprocess` a model expects."""
 
     classes: tuple[str, ...]  # index -> name
-    preset: str = "imagenet"  # eval transform: "imagenet" (resize size/0.875, centre crop) or "cifar" (resize)
-    image_size: int = 224  # H = W of the network input
-    mean: tuple[float, ...] = MEAN_STD["imagenet"][0]
-    std: tuple[float, ...] = MEAN_STD["imagenet"][1]
-    in_chans: int = 3
+    preprocess: Preprocess = field(default_factory=Preprocess)
     model: str = ""  # registry name, when known
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"precision": "int8", "calibration": ...}
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"precision": "int8"}
+
+    @property
+    def in_chans(self) -> int:
+        return self.preprocess.in_chans
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocess.image_size
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps({"classes": list(self.classes), "preprocess": self.preprocess.to_dict(),
+                           "model": self.model, "extra": self.extra}, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | bytes, where: str = "artefact") -> "ModelMeta":
+    def from_json(cls, text: str | bytes, where: str = "artefact") -> ModelMeta:
         try:
             d = json.loads(text)
-            return cls(classes=tuple(d["classes"]), preset=d["preset"], image_size=int(d["image_size"]),
-                       mean=tuple(d["mean"]), std=tuple(d["std"]), in_chans=int(d["in_chans"]),
+            # artefacts of resnetlab <= 0.1 carried the preprocessing as flat fields
+            pre = d["preprocess"] if "preprocess" in d else {k: d[k] for k in ("preset", "image_size", "mean", "std",
+                                                                              "in_chans")}
+            return cls(classes=tuple(d["classes"]), preprocess=Preprocess.from_dict(pre, where),
                        model=d.get("model", ""), extra=dict(d.get("extra", {})))
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{where}: its resnetlab metadata is unreadable ({type(e).__name__}: {e})") from None
 
     @classmethod
-    def from_trained(cls, trained: Any) -> "ModelMeta":
-        """From a :class:`resnetlab.inference.TrainedModel` (a checkpoint's model, classes and transform)."""
-        et = trained.eval_transform
-        return cls(classes=tuple(trained.classes), preset=et["preset"], image_size=int(et["image_size"]),
-                   mean=tuple(et["mean"]), std=tuple(et["std"]), in_chans=int(trained.in_chans), model=trained.name)
+    def from_trained(cls, trained: Any) -> ModelMeta:
+        """From a :class:`resnetlab.eval.TrainedModel` (a checkpoint's model, classes and preprocessing)."""
+        return cls(classes=tuple(trained.classes), preprocess=trained.preprocess, model=trained.name)
 
     @classmethod
-    def for_module(cls, model: nn.Module, image_size: int | None = None) -> "ModelMeta":
+    def for_module(cls, model: nn.Module, image_size: int | None = None) -> ModelMeta:
         """Defaults for a bare module: its registry input size, ImageNet statistics, classes '0'..'N-1'."""
-        from ..models.registry import get_entry
-
         name = getattr(model, "model_name", "") or ""
         size = image_size
         if size is None:
@@ -65,11 +70,8 @@ class ModelMeta:
             except (KeyError, ValueError):
                 size = 224
         n = int(getattr(model, "num_classes", 0) or _out_features(model))
-        in_chans = int(getattr(model, "in_chans", 3))
-        preset = "cifar" if size <= 64 else "imagenet"
-        mean, std = MEAN_STD[preset]
-        return cls(classes=tuple(str(i) for i in range(n)), preset=preset, image_size=size, mean=mean, std=std,
-                   in_chans=in_chans, model=name)
+        pre = Preprocess.for_data("cifar" if size <= 64 else "imagenet", size, int(getattr(model, "in_chans", 3)))
+        return cls(classes=tuple(str(i) for i in range(n)), preprocess=pre, model=name)
 
 
 def _out_features(model: nn.Module) -> int:

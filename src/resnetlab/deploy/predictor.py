@@ -19,7 +19,6 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from ..data.augment import folder_transform
 from ..data.folder import load_image
 from .meta import ModelMeta
 from .runtimes import BACKENDS, PRECISIONS, OnnxRuntime, OpenVINORuntime, TorchRuntime, available_backends
@@ -52,7 +51,7 @@ def _load_source(source: Any, classes: Sequence[str] | None, image_size: int | N
     path = Path(source)
     if path.suffix.lower() in (".onnx", ".xml", ".pt2", ".ts", ".torchscript"):
         return None, path, None
-    from ..inference import load_trained
+    from ..eval import load_trained
 
     trained = load_trained(path, ema=ema)
     return trained.model, None, ModelMeta.from_trained(trained)
@@ -95,8 +94,7 @@ class Predictor:
         self.classes: list[str] = list(meta.classes)
         self.backend: str = self.runtime.name
         self.precision: str = self.meta.extra.get("precision", self.runtime.precision)
-        self._transform = folder_transform(meta.preset, train=False, image_size=meta.image_size, mean=meta.mean,
-                                           std=meta.std, in_chans=meta.in_chans)
+        self.transform = meta.preprocess.image_transform()  # PIL image -> the network's input tensor
 
     @staticmethod
     def _from_module(model: nn.Module, meta: ModelMeta, backend: str, threads: int | None, precision: str):
@@ -140,7 +138,7 @@ class Predictor:
             raise TypeError(f"{where}: expected a path, PIL image, uint8 array or tensor, got {type(item).__name__}")
         if img.width == 0 or img.height == 0:
             raise ValueError(f"{where}: an image of {img.width}x{img.height} pixels has nothing to classify")
-        return self._transform(img)
+        return self.transform(img)
 
     def _float_batch(self, t: torch.Tensor, where: str) -> torch.Tensor:
         t = t.unsqueeze(0) if t.dim() == 3 else t

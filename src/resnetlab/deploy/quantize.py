@@ -20,12 +20,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .export import _EXTRA_FILE, embed_onnx_meta, load_artefact, to_onnx_bytes, to_openvino
+from .export import embed_onnx_meta, load_artefact, to_onnx_bytes, to_openvino
+from ..eval import eval_batches, open_split, topk_accuracy
 from .fuse import inference_model
-from .meta import META_KEY, ModelMeta
+from .meta import EXTRA_FILE, META_KEY, ModelMeta
 from .runtimes import require
 
-__all__ = ["QUANT_BACKENDS", "QuantizeReport", "quantize_model", "top1", "calibration_images", "test_batches"]
+__all__ = ["QUANT_BACKENDS", "QuantizeReport", "quantize_model", "top1", "logits_of", "calibration_images",
+           "test_batches"]
 
 QUANT_BACKENDS = {"openvino": ".xml", "onnxruntime": ".onnx", "torch": ".pt2"}
 
@@ -51,11 +53,10 @@ class QuantizeReport:
 
 
 def calibration_images(trained: Any, data: str | None, n: int, *, batch_size: int = 50) -> list[np.ndarray]:
-    """``n`` images of ``data``'s train split (a fixed, seeded random subset) under the checkpoint's eval
-    transform, as float NCHW batches: what every quantizer calibrates on."""
-    from ..inference import split_batches
-
-    batches, _, _ = split_batches(trained, data, "train", batch_size=batch_size, limit_batches=-(-n // batch_size))
+    """``n`` images of ``data``'s train split (a fixed, seeded random subset) under the checkpoint's
+    preprocessing, as float NCHW batches: what every quantizer calibrates on."""
+    ds = open_split(trained, data, "train")
+    batches = eval_batches(ds, trained.preprocess, batch_size=batch_size, limit_batches=-(-n // batch_size))
     calib = [x.numpy() for x, *_ in batches.epoch(0)]
     calib[-1] = calib[-1][: n - batch_size * (len(calib) - 1)]
     return calib
@@ -64,25 +65,27 @@ def calibration_images(trained: Any, data: str | None, n: int, *, batch_size: in
 def test_batches(trained: Any, data: str | None, *, images: int | None = None, batch_size: int = 250):
     """A zero-argument factory of ``data``'s labelled test batches (all, or a seeded subset of ``images``),
     so that two models compared with it see the same images."""
-    from ..inference import split_batches
-
+    ds = open_split(trained, data, "test")
     limit = -(-images // batch_size) if images else None
+    batches = eval_batches(ds, trained.preprocess, batch_size=batch_size, limit_batches=limit)
+    return lambda: batches.epoch(0)
 
-    def batches():
-        return split_batches(trained, data, "test", batch_size=batch_size, limit_batches=limit)[0].epoch(0)
-    return batches
+
+def logits_of(run, batches: Iterable[tuple[torch.Tensor, torch.Tensor, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, targets) of a callable ``run(np.ndarray NCHW) -> logits`` over labelled batches."""
+    logits, targets = [], []
+    for x, y, *_ in batches:
+        logits.append(torch.from_numpy(np.asarray(run(x.numpy()), dtype=np.float32)))
+        targets.append(y)
+    if not targets:
+        raise ValueError("no validation images")
+    return torch.cat(logits), torch.cat(targets)
 
 
 def top1(run, batches: Iterable[tuple[torch.Tensor, torch.Tensor, Any]]) -> tuple[float, int]:
     """(top-1 fraction, images) of a callable ``run(np.ndarray NCHW) -> logits`` over labelled batches."""
-    correct = total = 0
-    for x, y, *_ in batches:
-        pred = np.asarray(run(x.numpy())).argmax(1)
-        correct += int((pred == y.numpy()).sum())
-        total += len(y)
-    if total == 0:
-        raise ValueError("no validation images")
-    return correct / total, total
+    logits, targets = logits_of(run, batches)
+    return topk_accuracy(logits, targets, 1), len(targets)
 
 
 def _openvino(model: nn.Module, meta: ModelMeta, calib: list[np.ndarray], out: Path) -> None:
@@ -169,7 +172,7 @@ def _torch(model: nn.Module, meta: ModelMeta, calib: list[np.ndarray], out: Path
     converted = convert_pt2e(prepared)
     program = torch.export.export(converted, example, dynamic_shapes=({0: batch},))
     meta = replace(meta, extra={**meta.extra, "precision": "int8"})
-    torch.export.save(program, str(out), extra_files={_EXTRA_FILE: meta.to_json()})
+    torch.export.save(program, str(out), extra_files={EXTRA_FILE: meta.to_json()})
 
 
 def quantize_model(model: nn.Module, meta: ModelMeta, out: str | os.PathLike, backend: str,

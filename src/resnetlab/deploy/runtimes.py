@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from ..utils.hardware import cpu_has_bf16
 from .fuse import inference_model
 
 __all__ = ["BACKENDS", "PRECISIONS", "available_backends", "require", "cpu_has_bf16", "TorchRuntime",
@@ -40,16 +39,6 @@ def require(backend: str) -> Any:
     if not available_backends()[backend]:
         raise ModuleNotFoundError(f"backend {backend!r} is not installed: pip install 'resnetlab[{_EXTRAS[backend]}]'")
     return importlib.import_module(_MODULES[backend])
-
-
-@lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """Native bf16 dot products (AVX512-BF16 or AMX): where bf16 inference pays off on a CPU."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def _threads(threads: int | None) -> int:

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
-from ..weights import load_weights
+from .weights import load_weights
 from .base import FeatureExtractor
 from .registry import build_model
 

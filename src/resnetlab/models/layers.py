@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ShortcutA", "SqueezeExcite", "DropPath", "conv3x3", "conv1x1", "make_shortcut", "group_norm", "NORMS"]
+__all__ = ["ResidualAdd", "ShortcutA", "SqueezeExcite", "DropPath", "conv3x3", "conv1x1", "make_shortcut", "group_norm",
+           "NORMS"]
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -19,6 +20,25 @@ def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1, dilation: int
 
 def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+
+class ResidualAdd(nn.Module):
+    """The residual addition ``branch + shortcut`` as a named submodule (``layer1.0.add``) of every block.
+
+    Being a module, it is where forward hooks see a block's two paths and their sum: gradient-flow
+    analysis, summaries and explanations hook it instead of patching the blocks. In a plain network
+    (``kind=None``) there is no shortcut and it passes the branch through.
+    """
+
+    def __init__(self, kind: str | None = "identity") -> None:
+        super().__init__()
+        self.kind = kind  # None (plain), "identity", "A" (zero-pad) or "projection"
+
+    def forward(self, branch: Tensor, shortcut: Tensor | None) -> Tensor:
+        return branch if shortcut is None else branch + shortcut
+
+    def extra_repr(self) -> str:
+        return f"shortcut={self.kind}"
 
 
 class ShortcutA(nn.Module):

@@ -14,30 +14,23 @@ import torch.nn as nn
 from torch import Tensor
 
 from .base import ClassifierMixin, FeatureInfo, FeatureSpec, linear_or_identity
-from .layers import NORMS, SHORTCUTS, DropPath, SqueezeExcite, conv1x1, conv3x3, make_shortcut
+from .layers import NORMS, SHORTCUTS, DropPath, ResidualAdd, SqueezeExcite, conv1x1, conv3x3, make_shortcut
 
 __all__ = ["BasicBlock", "Bottleneck", "PreActBlock", "ResNet"]
 
 
 class _Block(nn.Module):
-    """Common tail of every block: optional SE, stochastic depth, the residual addition."""
+    """Common tail of every block: optional SE, stochastic depth, the residual addition (``self.add``)."""
 
     expansion = 1
     shortcut_kind: str | None  # None (plain), "identity", "A" or "projection"
-    # Analysis hook (resnetlab.analysis.gradflow): probe(block, x, branch, identity, total) may
-    # return a replacement for total; None outside an analysis, so it costs one attribute read.
-    probe = None
+    add: ResidualAdd
 
     def _add_shortcut(self, out: Tensor, x: Tensor) -> Tensor:
-        identity = None
         if self.shortcut_kind is None:  # plain network: no addition at all
-            total = out
-        else:
-            identity = x if self.downsample is None else self.downsample(x)
-            total = self.drop_path(out) + identity
-        if _Block.probe is not None:
-            total = _Block.probe(self, x, out, identity, total)
-        return total
+            return self.add(out, None)
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.add(self.drop_path(out), identity)
 
 
 class BasicBlock(_Block):
@@ -59,6 +52,7 @@ class BasicBlock(_Block):
         self.downsample, self.shortcut_kind = make_shortcut(shortcut, inplanes, planes, stride, avg_down=avg_down,
                                                             norm=norm)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.add = ResidualAdd(self.shortcut_kind)
         self.stride = stride
 
     def zero_init_last(self) -> None:
@@ -95,6 +89,7 @@ class Bottleneck(_Block):
         self.downsample, self.shortcut_kind = make_shortcut(shortcut, inplanes, outplanes, stride,
                                                             avg_down=avg_down, norm=norm)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.add = ResidualAdd(self.shortcut_kind)
         self.stride = stride
 
     def zero_init_last(self) -> None:
@@ -130,6 +125,7 @@ class PreActBlock(_Block):
         self.downsample, self.shortcut_kind = make_shortcut(
             shortcut, inplanes, planes, stride, avg_down=avg_down, norm=None)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.add = ResidualAdd(self.shortcut_kind)
         self.stride = stride
 
     def zero_init_last(self) -> None:

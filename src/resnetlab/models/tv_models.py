@@ -7,6 +7,8 @@ are torchvision's; only the shared interface (trunk, head, ``reset_classifier``,
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 from torch import Tensor
@@ -15,7 +17,7 @@ from torchvision.models import inception as tv_inception
 from torchvision.models import vgg as tv_vgg
 
 from .base import ClassifierMixin, FeatureInfo, FeatureSpec, linear_or_identity
-from .registry import register_model
+from .registry import build, register_model
 
 __all__ = ["VGG", "InceptionV3", "DenseNet"]
 
@@ -176,9 +178,17 @@ class DenseNet(ClassifierMixin, tv_densenet.DenseNet):
 
 
 _TV = "torchvision's definition"
-vgg16 = register_model("vgg16", VGG, cfg="D", torchvision="vgg16",
-                       paper="Simonyan & Zisserman 2015, VGG (arXiv:1409.1556); " + _TV)
-inception_v3 = register_model("inception_v3", InceptionV3, input_size=(3, 299, 299), torchvision="inception_v3",
-                              paper="Szegedy et al. 2016, Inception-v3 (arXiv:1512.00567); " + _TV)
-densenet121 = register_model("densenet121", DenseNet, torchvision="densenet121",
-                             paper="Huang et al. 2017, DenseNet (arXiv:1608.06993); " + _TV)
+@register_model(torchvision="vgg16", paper="Simonyan & Zisserman 2015, VGG (arXiv:1409.1556); " + _TV)
+def vgg16(**kwargs: Any) -> VGG:
+    return build(VGG, kwargs, cfg="D")
+
+
+@register_model(input_size=(3, 299, 299), torchvision="inception_v3",
+                paper="Szegedy et al. 2016, Inception-v3 (arXiv:1512.00567); " + _TV)
+def inception_v3(**kwargs: Any) -> InceptionV3:
+    return build(InceptionV3, kwargs)
+
+
+@register_model(torchvision="densenet121", paper="Huang et al. 2017, DenseNet (arXiv:1608.06993); " + _TV)
+def densenet121(**kwargs: Any) -> DenseNet:
+    return build(DenseNet, kwargs)

@@ -7,11 +7,14 @@ exit flow), 22,855,952 parameters with 1000 classes — the Keras reference's 22
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch.nn as nn
 from torch import Tensor
 
 from .base import ClassifierMixin, FeatureInfo, FeatureSpec, linear_or_identity
-from .registry import register_model
+from .layers import ResidualAdd
+from .registry import build, register_model
 
 __all__ = ["SeparableConv2d", "XceptionBlock", "Xception"]
 
@@ -52,9 +55,10 @@ class XceptionBlock(nn.Module):
             self.shortcut_kind = "projection"
         else:
             self.skip, self.shortcut_kind = None, "identity"
+        self.add = ResidualAdd(self.shortcut_kind)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.rep(x) + (x if self.skip is None else self.skip(x))
+        return self.add(self.rep(x), x if self.skip is None else self.skip(x))
 
 
 class Xception(ClassifierMixin, nn.Module):
@@ -98,5 +102,6 @@ class Xception(ClassifierMixin, nn.Module):
         return [(n, m) for n, m in self.named_children() if n not in ("avgpool", "fc")]
 
 
-xception = register_model("xception", Xception, input_size=(3, 299, 299),
-                          paper="Chollet 2017, Xception (arXiv:1610.02357)")
+@register_model(input_size=(3, 299, 299), paper="Chollet 2017, Xception (arXiv:1610.02357)")
+def xception(**kwargs: Any) -> Xception:
+    return build(Xception, kwargs)

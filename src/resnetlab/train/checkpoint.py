@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..eval.loading import FORMAT, read_checkpoint
+from ..utils.fileio import atomic_path
+
 __all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
-
-FORMAT = "resnetlab.checkpoint/1"
-
 
 def rng_state() -> dict[str, Any]:
     """Every RNG a training step may touch: torch (CPU and CUDA), numpy, Python."""
@@ -47,39 +46,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` atomically: temp file, fsync, rename (and fsync the folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write ``state`` atomically (temp file, fsync, rename, fsync of the folder)."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a resnetlab checkpoint with ``weights_only=True``; refuse anything else clearly."""
-    path = Path(path)
-    if path.is_dir():  # a run directory: its last checkpoint
-        path = path / "last.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for foreign objects, RuntimeError for corrupt files
-        raise ValueError(f"{path}: not a loadable resnetlab checkpoint ({str(e).splitlines()[0]})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        found = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{path}: not a resnetlab checkpoint (format {found!r}, expected {FORMAT!r})")
-    return state
+    """Read a resnetlab checkpoint with ``weights_only=True`` (a run directory: its last.pt)."""
+    return read_checkpoint(path)

@@ -20,68 +20,76 @@ import yaml
 __all__ = ["TrainConfig", "load_config", "list_recipes", "recipe_path", "save_config"]
 
 
+def _f(default: Any = None, help: str = "", *, factory: Any = None) -> Any:
+    """A config field that carries its own help text (shown by ``resnetlab train --help``)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # --- model ---
-    model: str = "resnet18"  # any name from resnetlab.list_models()
-    model_kwargs: dict = field(default_factory=dict)  # model options, e.g. {stem: cifar, drop_path_rate: 0.1}
-    num_classes: int | None = None  # None: follow the data
-    in_chans: int | None = None  # None: follow the data
-    weights: str | None = None  # initial weights (state dict / safetensors / checkpoint) to fine-tune from
+    model: str = _f("resnet18", "any name from resnetlab.list_models()")
+    model_kwargs: dict = _f(help="model options, e.g. {stem: cifar, drop_path_rate: 0.1}", factory=dict)
+    num_classes: int | None = _f(None, "None: follow the data")
+    in_chans: int | None = _f(None, "None: follow the data")
+    weights: str | None = _f(None, "initial weights (state dict / safetensors / checkpoint) to fine-tune from")
     # --- data ---
-    data: str | None = None  # folder (train/ + val/ or test/), CIFAR-10 archive/folder or MedMNIST .npz
-    val_split: float = 0.0  # >0: hold out this fraction of train/ as validation (seeded, stratified)
-    eval_split: str = "val"  # split evaluated each epoch: "val" (falls back to test/) or "test"
-    cache_dir: str | None = None  # uint8 cache of small images (default ~/.cache/resnetlab)
-    download: bool = False  # no data found: fetch CIFAR-10's official archive (md5-checked) into the cache
-    strict_data: bool = False  # an unreadable image is an error instead of a reported skip
-    workers: int = 2  # DataLoader workers for streamed (large-image) folders
+    data: str | None = _f(None, "folder (train/ + val/ or test/), CIFAR-10 archive/folder or MedMNIST .npz")
+    val_split: float = _f(0.0, ">0: hold out this fraction of train/ as validation (seeded, stratified)")
+    eval_split: str = _f("val", "split evaluated each epoch: 'val' (falls back to test/) or 'test'")
+    cache_dir: str | None = _f(None, "uint8 cache of small images (default ~/.cache/resnetlab)")
+    download: bool = _f(False, "no data found: fetch CIFAR-10's official archive (md5-checked) into the cache")
+    strict_data: bool = _f(False, "an unreadable image is an error instead of a reported skip")
+    workers: int = _f(2, "DataLoader workers for streamed (large-image) folders")
     # --- augmentation ---
-    preset: str = "cifar"  # "cifar" (pad-4 crop + flip) or "imagenet" (RandomResizedCrop + flip)
-    image_size: int | None = None  # network input size; None: the data's own size (cifar) / 224 (imagenet)
-    crop_pad: int = 4  # padding of the cifar random crop
-    cutout: int = 0  # side of the cutout square (0: off; DeVries & Taylor 2017 use 16 on CIFAR)
-    auto_augment: str | None = None  # None, "trivial" (TrivialAugment) or "randaugment"
-    mixup: float = 0.0  # mixup alpha (0: off)
-    cutmix: float = 0.0  # CutMix alpha (0: off)
-    label_smoothing: float = 0.0  # Szegedy et al. 2016
+    preset: str = _f("cifar", "'cifar' (pad-4 crop + flip) or 'imagenet' (RandomResizedCrop + flip)")
+    image_size: int | None = _f(None, "network input size; None: the data's own size (cifar) / 224 (imagenet)")
+    crop_pad: int = _f(4, "padding of the cifar random crop")
+    cutout: int = _f(0, "side of the cutout square (0: off; DeVries & Taylor 2017 use 16 on CIFAR)")
+    auto_augment: str | None = _f(None, "None, 'trivial' (TrivialAugment) or 'randaugment'")
+    mixup: float = _f(0.0, "mixup alpha (0: off)")
+    cutmix: float = _f(0.0, "CutMix alpha (0: off)")
+    label_smoothing: float = _f(0.0, "Szegedy et al. 2016")
     # --- optimisation ---
-    epochs: int = 1  # passes over the training data
-    max_steps: int | None = None  # stop after this many optimizer steps (He et al.'s 64k iterations)
-    batch_size: int = 128  # global batch (split across DDP processes)
-    eval_batch_size: int = 256  # batch for evaluation
-    optimizer: str = "sgd"  # "sgd" or "adamw"
-    lr: float = 0.1  # peak learning rate
-    momentum: float = 0.9  # SGD momentum (AdamW beta1)
-    nesterov: bool = False  # Nesterov momentum for SGD
-    weight_decay: float = 5e-4  # L2 / decoupled weight decay
-    no_wd_norm_bias: bool = True  # no weight decay on norm weights and biases
-    schedule: str = "cosine"  # "cosine", "step", "multistep", "onecycle" or "constant"
-    milestones: tuple = ()  # multistep: decay points (in `milestone_unit`)
-    milestone_unit: str = "epoch"  # "epoch" or "step" for milestones / step_size
-    step_size: float = 30  # step: decay every step_size (in milestone_unit)
-    gamma: float = 0.1  # decay factor of step / multistep
-    warmup_epochs: float = 0.0  # linear warm-up from 0 over this many epochs
-    min_lr: float = 0.0  # floor of cosine / one-cycle
-    grad_clip: float = 0.0  # clip the global grad norm to this (0: off)
-    ema_decay: float = 0.0  # EMA of weights (0: off; e.g. 0.999), evaluated alongside the model
+    epochs: int = _f(1, "passes over the training data")
+    max_steps: int | None = _f(None, "stop after this many optimizer steps (He et al.'s 64k iterations)")
+    batch_size: int = _f(128, "global batch (split across DDP processes)")
+    eval_batch_size: int = _f(256, "batch for evaluation")
+    optimizer: str = _f("sgd", "'sgd' or 'adamw'")
+    lr: float = _f(0.1, "peak learning rate")
+    momentum: float = _f(0.9, "SGD momentum (AdamW beta1)")
+    nesterov: bool = _f(False, "Nesterov momentum for SGD")
+    weight_decay: float = _f(5e-4, "L2 / decoupled weight decay")
+    no_wd_norm_bias: bool = _f(True, "no weight decay on norm weights and biases")
+    schedule: str = _f("cosine", "'cosine', 'step', 'multistep', 'onecycle' or 'constant'")
+    milestones: tuple = _f((), "multistep: decay points (in `milestone_unit`)")
+    milestone_unit: str = _f("epoch", "'epoch' or 'step' for milestones / step_size")
+    step_size: float = _f(30, "step: decay every step_size (in milestone_unit)")
+    gamma: float = _f(0.1, "decay factor of step / multistep")
+    warmup_epochs: float = _f(0.0, "linear warm-up from 0 over this many epochs")
+    min_lr: float = _f(0.0, "floor of cosine / one-cycle")
+    grad_clip: float = _f(0.0, "clip the global grad norm to this (0: off)")
+    ema_decay: float = _f(0.0, "EMA of weights (0: off; e.g. 0.999), evaluated alongside the model")
     # --- speed ---
-    amp: str = "none"  # "none", "bf16" (CPU or CUDA) or "fp16" (CUDA, with a GradScaler)
-    channels_last: bool = False  # NHWC memory format (faster with bf16 on CPU and on tensor cores)
-    compile: bool = False  # torch.compile the model
-    threads: int | None = None  # torch intra-op threads (None: torch's default)
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    amp: str = _f("none", "'none', 'bf16' (CPU or CUDA) or 'fp16' (CUDA, with a GradScaler)")
+    channels_last: bool = _f(False, "NHWC memory format (faster with bf16 on CPU and on tensor cores)")
+    compile: bool = _f(False, "torch.compile the model")
+    threads: int | None = _f(None, "torch intra-op threads (None: torch's default)")
+    device: str = _f("auto", "'auto', 'cpu', 'cuda', 'cuda:1', ...")
     # --- run ---
-    seed: int = 0  # seeds data order, augmentation, initialisation
-    out: str = "runs/run"  # run directory
-    eval_every: int = 1  # evaluate every N epochs (and at the end)
-    ckpt_every_steps: int = 0  # also checkpoint every N steps within an epoch (0: at epoch ends only)
-    log_every_s: float = 10.0  # log-line interval when stderr is not a terminal
-    log_loss_every: int = 0  # also write the training loss every N steps to steps.jsonl (0: off)
-    max_skipped_steps: int = 10  # stop after this many consecutive non-finite AMP steps
-    sync_bn: bool = False  # SyncBatchNorm under DDP
-    limit_train_batches: int | None = None  # smoke runs: stop each epoch after N batches
-    limit_eval_batches: int | None = None  # smoke runs: evaluate only N batches
+    seed: int = _f(0, "seeds data order, augmentation, initialisation")
+    out: str = _f("runs/run", "run directory")
+    eval_every: int = _f(1, "evaluate every N epochs (and at the end)")
+    ckpt_every_steps: int = _f(0, "also checkpoint every N steps within an epoch (0: at epoch ends only)")
+    log_every_s: float = _f(10.0, "log-line interval when stderr is not a terminal")
+    log_loss_every: int = _f(0, "also write the training loss every N steps to steps.jsonl (0: off)")
+    max_skipped_steps: int = _f(10, "stop after this many consecutive non-finite AMP steps")
+    sync_bn: bool = _f(False, "SyncBatchNorm under DDP")
+    limit_train_batches: int | None = _f(None, "smoke runs: stop each epoch after N batches")
+    limit_eval_batches: int | None = _f(None, "smoke runs: evaluate only N batches")
+
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return from_dict({**to_dict(self), **changes})

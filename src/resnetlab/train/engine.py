@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import mix_batch
-from ..evaluate import classification_metrics
-from ..inference import collect_logits
+from ..eval import classification_metrics, collect_logits
 from ..models import create_model
 from ..utils import EventWriter, Progress
 from ..utils.fileio import atomic_write_text
@@ -32,9 +32,29 @@ from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distri
 from .loaders import build_data, generator, make_batches
 from .optim import ModelEma, build_optimizer, build_scheduler
 
-__all__ = ["TrainingDiverged", "train", "pick_device", "Trainer"]
+__all__ = ["TrainingDiverged", "fit", "train", "pick_device", "Trainer", "TrainResult"]
 
 log = logging.getLogger("resnetlab")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run gives back: its summary, per-epoch history, trained model and where it all is."""
+
+    summary: dict[str, Any]  # as written to summary.json
+    history: list[dict[str, Any]]  # one row per epoch, as in metrics.jsonl
+    model: nn.Module  # the trained model (unwrapped from DDP / torch.compile), in eval mode
+    run_dir: Path
+    classes: list[str]
+    num_train: int  # training images
+    num_eval: int  # images of the split evaluated each epoch
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / "best.pt" if (self.run_dir / "best.pt").is_file() else self.run_dir / "last.pt"
+
+    def __getitem__(self, key: str) -> Any:  # result["best_top1"] reads the summary
+        return self.summary[key]
 
 
 class TrainingDiverged(RuntimeError):
@@ -136,8 +156,7 @@ class Trainer:
             **self.state, "config": to_dict(self.cfg),
             "model_name": self.cfg.model, "model_kwargs": dict(self.cfg.model_kwargs),
             "num_classes": self.num_classes, "in_chans": self.in_chans, "classes": list(d.classes),
-            "eval_transform": {"preset": self.cfg.preset, "image_size": d.image_size, "mean": list(d.mean),
-                               "std": list(d.std)},
+            "preprocess": d.preprocess.to_dict(),
         }
 
     def _save(self, name: str) -> None:
@@ -277,7 +296,7 @@ class Trainer:
         return classification_metrics(logits, targets, class_names=self.data.classes)
 
     # --- the run ---------------------------------------------------------------------------------
-    def fit(self) -> dict[str, Any]:
+    def fit(self) -> TrainResult:
         cfg, st = self.cfg, self.state
         log.info("training %s on %s: %d train / %d eval images, %d classes, %d batches of %d per epoch, %s",
                  cfg.model, self.data.train.source, len(self.data.train), len(self.data.val), self.num_classes,
@@ -333,7 +352,7 @@ class Trainer:
                  row["epoch"], row["train_loss"], pct("train_acc"), f"{row.get('val_loss', float('nan')):.4f}",
                  pct("val_top1"), pct("val_top5"), row["lr"], row["img_per_s"], row["wall_time_s"])
 
-    def _finish(self, wall: float) -> dict[str, Any]:
+    def _finish(self, wall: float) -> TrainResult:
         st, hist = self.state, self.state["history"]
         evals = [r["val_top1"] for r in hist if "val_top1" in r]
         summary = {
@@ -351,11 +370,16 @@ class Trainer:
             log.info("done: best top-1 %s, final top-1 %s, %d epochs in %.0f s (%.0f img/s); summary in %s",
                      summary["best_top1"], summary["final_top1"], summary["epochs"], wall,
                      summary["images_per_s"], self.run_dir / "summary.json")
-        return summary
+        return TrainResult(summary, list(st["history"]), _unwrap(self.model).eval(), self.run_dir,
+                           list(self.data.classes), len(self.data.train), len(self.data.val))
 
 
-def train(cfg: TrainConfig, resume: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Train per ``cfg`` (or resume the run directory ``resume``); returns the summary."""
+def fit(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = None, **overrides: Any) -> TrainResult:
+    """Train per ``cfg`` with ``overrides`` (any TrainConfig field), or resume the run directory ``resume``.
+
+        >>> result = resnetlab.fit(model="resnet20", data="cifar10", epochs=1)  # doctest: +SKIP
+    """
+    cfg = (cfg or TrainConfig()).replace(**overrides) if overrides or cfg is None else cfg
     ck = None
     if resume is not None:
         ck = load_checkpoint(Path(resume) / "last.pt" if Path(resume).is_dir() else resume)
@@ -369,3 +393,8 @@ def train(cfg: TrainConfig, resume: str | os.PathLike | None = None) -> dict[str
         return trainer.fit()
     finally:
         cleanup(trainer.info)
+
+
+def train(cfg: TrainConfig, resume: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train per ``cfg`` (or resume the run directory ``resume``); returns the summary dict."""
+    return fit(cfg, resume=resume).summary

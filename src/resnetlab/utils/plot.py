@@ -1,119 +1,145 @@
-"""Line plots drawn with Pillow alone (matplotlib is not a dependency): curves people would
-rather look at than read — accuracy against time, gradient norms against depth."""
+"""Plots with matplotlib (Agg, no display needed): curves people would rather look at than read.
+
+Conventions every figure here follows: curves that belong together share a colour (training
+dashed, test solid, for the same network), tick labels read as plain numbers ("200", not
+"2e+02") also on log axes, and a figure is written atomically (never a half PNG).
+"""
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+import matplotlib
 
-__all__ = ["line_plot", "side_by_side"]
+matplotlib.use("Agg")  # before pyplot: files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+from .fileio import atomic_path  # noqa: E402
+
+__all__ = ["line_plot", "line_figure", "save_figure", "confusion_matrix_figure", "grouped_bars", "plain_number"]
+
+Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]
 
 
-def _font(size: int):
-    for name in ("DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
-        try:
-            return ImageFont.truetype(name, size)
-        except OSError:
+def plain_number(v: float, _pos: object = None) -> str:
+    """Tick text as a person writes it: 200, 0.05, 1.5k, 2M, 1e-06 only where nothing shorter exists."""
+    if v == 0 or not math.isfinite(v):
+        return "0" if v == 0 else str(v)
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:g}M"
+    if a >= 1e4:
+        return f"{v / 1e3:g}k"
+    if a >= 1e-3:
+        return f"{v:g}"
+    return f"{v:.0e}"
+
+
+def _style(ax, xlabel: str, ylabel: str, title: str, log_y: bool, log_x: bool = False) -> None:
+    if log_y:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, numticks=12))
+    if log_x:
+        ax.set_xscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(plain_number))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=11)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def line_figure(series: Series, *, title: str = "", xlabel: str = "", ylabel: str = "", log_y: bool = False,
+                dashed: Sequence[str] = (), groups: Mapping[str, str] | None = None, ax=None,
+                markers: bool = True) -> Figure:
+    """One line per series (name -> (xs, ys)). ``groups`` maps a series to a group name: series of one
+    group share a colour (e.g. "plain20 train" and "plain20 test" -> "plain20"); ``dashed`` lists the
+    series drawn dashed (by convention the training curves)."""
+    pts = {k: [(float(x), float(y)) for x, y in zip(*v) if y is not None and math.isfinite(float(y))
+               and (not log_y or float(y) > 0)] for k, v in series.items()}
+    if not any(pts.values()):
+        raise ValueError(f"nothing to plot for {title!r}: every series is empty or non-finite")
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    groups = dict(groups or {})
+    order = list(dict.fromkeys(groups.get(k, k) for k in pts))
+    colours = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(order)}
+    for name, p in pts.items():
+        if not p:
             continue
-    return ImageFont.load_default()
+        xs, ys = zip(*p)
+        ax.plot(xs, ys, linestyle="--" if name in dashed else "-", color=colours[groups.get(name, name)],
+                marker="o" if markers and len(p) <= 40 else None, markersize=3, linewidth=1.8, label=name)
+    _style(ax, xlabel, ylabel, title, log_y)
+    ax.legend(fontsize=8, frameon=False, ncol=2 if len(pts) > 8 else 1)
+    return fig if fig is not None else ax.figure
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    if hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / n
-    step = 10 ** math.floor(math.log10(raw))
-    step *= next(m for m in (1, 2, 5, 10) if raw <= m * step)
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
+    """Write ``fig`` as a PNG atomically and free it."""
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
 
 
-def _label(v: float, log: bool) -> str:
-    if log:
-        return f"{10 ** v:.2g}"
-    return f"{v:g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
+def line_plot(series: Series, path: str | os.PathLike, **kwargs) -> None:
+    """:func:`line_figure` straight into a PNG file."""
+    save_figure(line_figure(series, **kwargs), path)
 
 
-def _dashes(d: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, float], colour, on: float = 8.0,
-            off: float = 6.0) -> None:
-    length = math.hypot(b[0] - a[0], b[1] - a[1])
-    if length == 0:
-        return
-    ux, uy = (b[0] - a[0]) / length, (b[1] - a[1]) / length
-    t = 0.0
-    while t < length:
-        e = min(t + on, length)
-        d.line([(a[0] + ux * t, a[1] + uy * t), (a[0] + ux * e, a[1] + uy * e)], fill=colour, width=2)
-        t = e + off
+def grouped_bars(values: Mapping[str, Mapping[str, float | None]], *, title: str = "", ylabel: str = "",
+                 log_y: bool = False, ax=None, annotate: bool = True) -> Figure:
+    """Bars grouped by the outer key (e.g. one group per model), one bar per inner key (e.g. backend),
+    the same inner key in the same colour in every group. Missing values leave a gap."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    outer = list(values)
+    inner = list(dict.fromkeys(k for v in values.values() for k in v))
+    width = 0.8 / max(len(inner), 1)
+    for j, key in enumerate(inner):
+        xs = [i + (j - (len(inner) - 1) / 2) * width for i in range(len(outer))]
+        ys = [values[o].get(key) for o in outer]
+        bars = ax.bar([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None], width,
+                      label=key, color=plt.get_cmap("tab10")(j % 10))
+        if annotate and len(inner) * len(outer) <= 40:
+            ax.bar_label(bars, labels=[plain_number(round(b.get_height(), 1)) for b in bars], fontsize=7,
+                         padding=1)
+    ax.set_xticks(range(len(outer)), outer)
+    _style(ax, "", ylabel, title, log_y)
+    ax.grid(False, axis="x")
+    ax.legend(fontsize=8, frameon=False)
+    return fig if fig is not None else ax.figure
 
 
-def line_plot(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike, *,
-              title: str = "", xlabel: str = "", ylabel: str = "", log_y: bool = False,
-              size: tuple[int, int] = (900, 560), dashed: Sequence[str] = ()) -> None:
-    """One line per series (name -> (xs, ys)); markers at the points; legend in the corner."""
-    pts = {k: [(float(x), math.log10(y) if log_y else float(y)) for x, y in zip(*v)
-               if y is not None and math.isfinite(float(y)) and (not log_y or y > 0)] for k, v in series.items()}
-    allp = [p for v in pts.values() for p in v]
-    if not allp:
-        raise ValueError(f"nothing to plot in {path}: every series is empty or non-finite")
-    x0, x1 = min(p[0] for p in allp), max(p[0] for p in allp)
-    y0, y1 = min(p[1] for p in allp), max(p[1] for p in allp)
-    pad_y = (y1 - y0) * 0.05 or 0.5
-    y0, y1, x1 = y0 - pad_y, y1 + pad_y, x1 if x1 > x0 else x0 + 1
-    w, h = size
-    left, right, top, bottom = 80, 30, 50, 60
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    font, small = _font(16), _font(13)
-    sx = lambda x: left + (x - x0) / (x1 - x0) * (w - left - right)  # noqa: E731
-    sy = lambda y: h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)  # noqa: E731
-    for t in _ticks(y0, y1):
-        d.line([(left, sy(t)), (w - right, sy(t))], fill=(230, 230, 230))
-        d.text((left - 8, sy(t)), _label(t, log_y), fill="black", font=small, anchor="rm")
-    for t in _ticks(x0, x1, 8):
-        d.line([(sx(t), top), (sx(t), h - bottom)], fill=(240, 240, 240))
-        d.text((sx(t), h - bottom + 8), f"{t:g}", fill="black", font=small, anchor="mt")
-    d.rectangle([left, top, w - right, h - bottom], outline="black")
-    for i, (name, p) in enumerate(pts.items()):
-        colour = PALETTE[i % len(PALETTE)]
-        xy = [(sx(a), sy(b)) for a, b in p]
-        if len(xy) > 1:
-            if name in dashed:
-                for (ax, ay), (bx, by) in zip(xy, xy[1:]):
-                    _dashes(d, (ax, ay), (bx, by), colour)
-            else:
-                d.line(xy, fill=colour, width=2)
-        for cx, cy in xy:
-            d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
-        ly = top + 10 + 20 * i
-        d.line([(w - right - 190, ly + 8), (w - right - 165, ly + 8)], fill=colour, width=3)
-        d.text((w - right - 160, ly), name[:24], fill="black", font=small)
-    d.text((w / 2, 15), title, fill="black", font=font, anchor="mt")
-    d.text((w / 2, h - 22), xlabel, fill="black", font=font, anchor="mt")
-    ylab = Image.new("RGB", (h, 24), "white")
-    ImageDraw.Draw(ylab).text((h / 2, 2), ylabel + (" (log scale)" if log_y else ""), fill="black", font=font,
-                              anchor="mt")
-    img.paste(ylab.rotate(90, expand=True), (4, 0))
-    tmp = f"{path}.tmp.png"
-    img.save(tmp)
-    os.replace(tmp, path)
-
-
-def side_by_side(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> None:
-    """Join PNG panels left to right into one image (e.g. the paper's plain / residual figure)."""
-    images = [Image.open(p).convert("RGB") for p in paths]
-    width, height = sum(im.width for im in images), max(im.height for im in images)
-    canvas = Image.new("RGB", (width, height), "white")
-    x = 0
-    for im in images:
-        canvas.paste(im, (x, 0))
-        x += im.width
-    tmp = f"{out}.tmp.png"
-    canvas.save(tmp)
-    os.replace(tmp, out)
+def confusion_matrix_figure(cm: np.ndarray, names: Sequence[str]) -> Figure:
+    """Heat-map coloured by the fraction of each true class, counts in the cells while they are legible."""
+    c = cm.shape[0]
+    rows = cm.sum(axis=1, keepdims=True)
+    frac = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    side = min(max(4.5, 0.55 * c + 2.5), 14)
+    fig, ax = plt.subplots(figsize=(side + 1, side), layout="constrained")
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    tick = 8 if c <= 30 else max(3, int(240 / c))
+    ax.set_xticks(range(c), names, rotation=90 if c > 12 else 45 if max(map(len, names)) > 3 else 0, fontsize=tick)
+    ax.set_yticks(range(c), names, fontsize=tick)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"Confusion matrix (N={int(cm.sum())}; colour: fraction of the true class)", fontsize=10)
+    if c <= 30:
+        for i in range(c):
+            for j in range(c):
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7 if c > 12 else 9,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
+    return fig

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import __version__
-from .cli_deploy import add_deploy_verbs
+from .. import __version__
+from .deploy import add_deploy_verbs
 
 __all__ = ["main", "parse_kwargs"]
 
@@ -32,7 +32,7 @@ def parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from .stats import format_table, models_table
+    from ..models.stats import format_table, models_table
 
     rows = models_table(args.filter)
     if not rows:
@@ -52,8 +52,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_summary(args: argparse.Namespace) -> int:
     import torch
 
-    from .models.registry import build_model
-    from .stats import format_table, model_summary
+    from ..models.registry import build_model
+    from ..models.stats import format_table, model_summary
 
     options = parse_kwargs(args.model_kwargs)
     if args.num_classes is not None:
@@ -79,23 +79,18 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _field_help() -> dict[str, str]:
-    """The commented defaults of TrainConfig, reused as --help text (one source of truth)."""
-    import inspect
+    """Each TrainConfig field's own help (its metadata), as --help text: one source of truth."""
+    from dataclasses import fields
 
-    from .train.config import TrainConfig
+    from ..train.config import TrainConfig
 
-    out = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
-        name, _, rest = line.strip().partition(":")
-        if rest and "#" in rest and name.isidentifier():
-            out[name] = rest.split("#", 1)[1].strip().replace("%", "%%")
-    return out
+    return {f.name: f.metadata.get("help", "").replace("%", "%%") for f in fields(TrainConfig)}
 
 
 def _add_train(sub) -> None:
     from dataclasses import fields
 
-    from .train.config import TrainConfig
+    from ..train.config import TrainConfig
 
     t = sub.add_parser("train", help="train a model (a recipe, flags, or both)",
                        description="Train per a recipe (--config) with any config key overridden as --key value.")
@@ -118,8 +113,8 @@ def _add_train(sub) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from .train.config import TrainConfig, load_config, recipe_path
-    from .train.engine import TrainingDiverged, train
+    from ..train.config import TrainConfig, load_config, recipe_path
+    from ..train.engine import TrainingDiverged, train
 
     names = {f.name for f in fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
@@ -147,7 +142,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_recipes(args: argparse.Namespace) -> int:
     import yaml
 
-    from .train.config import list_recipes, recipe_path
+    from ..train.config import list_recipes, recipe_path
 
     for name in list_recipes():
         source = (yaml.safe_load(recipe_path(name).read_text()) or {}).get("source", "")
@@ -171,29 +166,16 @@ def _add_eval(sub) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    import torch
+    from ..eval import checkpoint_path, evaluate
 
-    from .evaluate import classification_metrics, format_metrics, save_confusion_matrix
-    from .inference import checkpoint_path, collect_logits, load_trained, split_batches
-
-    trained = load_trained(args.checkpoint, ema=args.ema)
-    batches, ds, cfg = split_batches(trained, args.data, args.split, batch_size=args.batch_size,
-                                     limit_batches=args.limit_batches, progress=not args.json)
-    model = trained.model.to(memory_format=torch.channels_last) if cfg.channels_last else trained.model
-    logits, targets = collect_logits(model, batches.epoch(0), device=torch.device("cpu"),
-                                     channels_last=cfg.channels_last, amp=cfg.amp)  # as the run evaluated
-    metrics = classification_metrics(logits, targets, class_names=trained.classes)
-    metrics.update(checkpoint=str(checkpoint_path(args.checkpoint)), split=args.split, skipped_files=len(ds.skipped))
     out = Path(args.out) if args.out else checkpoint_path(args.checkpoint).parent / f"eval-{args.split}"
-    out.mkdir(parents=True, exist_ok=True)
-    save_confusion_matrix(metrics["confusion_matrix"], trained.classes, out / "confusion_matrix.csv",
-                          out / "confusion_matrix.png")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    result = evaluate(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size, ema=args.ema,
+                      limit_batches=args.limit_batches, out=out, progress=not args.json)
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps(result.to_dict()))
     else:
-        print(format_metrics(metrics))
-        print(f"confusion matrix: {out / 'confusion_matrix.csv'} and .png; all metrics: {out / 'metrics.json'}")
+        print(result.summary())
+        print(f"confusion matrix: {result.files['confusion_csv']} and .png; all metrics: {result.files['metrics']}")
     return 0
 
 
@@ -230,8 +212,8 @@ def _add_analysis(sub) -> None:
 
 
 def _cmd_gradflow(args: argparse.Namespace) -> int:
-    from .analysis import run_gradflow
-    from .analysis.experiments import GRADFLOW_BASE
+    from ..analysis import run_gradflow
+    from ..analysis.experiments import GRADFLOW_BASE
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     base = GRADFLOW_BASE.replace(batch_size=args.batch_size)
@@ -250,7 +232,7 @@ def _common_experiment_args(p: argparse.ArgumentParser, out: str | None) -> None
 
 
 def _cmd_degradation(args: argparse.Namespace) -> int:
-    from .analysis.experiments import run_degradation
+    from ..analysis.experiments import run_degradation
 
     depths = [int(d) for d in args.depths.split(",") if d.strip()]
     run_degradation(depths, out=args.out, data=args.data, epochs=args.epochs, budget_minutes=args.budget_minutes,
@@ -261,7 +243,7 @@ def _cmd_degradation(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
-    from .analysis.experiments import run_experiment
+    from ..analysis.experiments import run_experiment
 
     out = args.out or f"runs/{args.name}"
     run_experiment(args.name, out=out, data=args.data, epochs=args.epochs, depth=args.depth, seed=args.seed,
@@ -271,7 +253,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .analysis.report import read_report, to_html
+    from ..analysis.report import read_report, to_html
 
     text = read_report(args.run_dir)
     if args.html:
@@ -284,7 +266,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _default_size(name: str) -> tuple[int, int, int]:
-    from .models.registry import get_entry
+    from ..models.registry import get_entry
 
     return get_entry(name).input_size
 

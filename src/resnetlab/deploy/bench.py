@@ -95,7 +95,7 @@ def _rss_mib(key: str = "VmRSS") -> float:
 
 def _artefact_kind(backend: str) -> tuple[str, str] | None:
     """(how, suffix) of the file an artefact backend runs, prepared in its own process; None: in-process."""
-    from .deploy.predictor import auto_backend
+    from .predictor import auto_backend
 
     if backend == "auto":
         backend = auto_backend()
@@ -109,12 +109,12 @@ def _load_model(spec: BenchSpec):
     """(model, meta, TrainedModel or None): the checkpoint's model, else the named model with random weights."""
     import torch
 
-    from .deploy.meta import ModelMeta
-    from .models import create_model
+    from .meta import ModelMeta
+    from ..models import create_model
 
     torch.manual_seed(0)
     if spec.checkpoint:
-        from .inference import load_trained
+        from ..eval import load_trained
 
         trained = load_trained(spec.checkpoint)
         return trained.model, ModelMeta.from_trained(trained), trained
@@ -123,7 +123,7 @@ def _load_model(spec: BenchSpec):
 
 
 def _model_facts(model, meta) -> dict[str, Any]:
-    from .stats import count_macs, count_params
+    from ..models.stats import count_macs, count_params
 
     return {"params": count_params(model), "macs": count_macs(model, (meta.in_chans, meta.image_size, meta.image_size)),
             "input": [meta.in_chans, meta.image_size, meta.image_size]}
@@ -132,8 +132,8 @@ def _model_facts(model, meta) -> dict[str, Any]:
 def prepare(spec: BenchSpec, workdir: str) -> dict[str, Any]:
     """Write the artefact an artefact backend runs (its own process, so conversion memory is not counted),
     and measure its accuracy when a checkpoint and data are given."""
-    from .deploy.export import export_model, load_artefact
-    from .deploy.quantize import quantize_model
+    from .export import export_model, load_artefact
+    from .quantize import quantize_model
 
     how, suffix = _artefact_kind(spec.backend)
     model, meta, trained = _load_model(spec)
@@ -159,24 +159,19 @@ def _precision(backend: str) -> str:
 
 
 def _accuracy(run, val) -> dict[str, Any]:
-    import numpy as np
-    import torch
+    from ..eval import topk_accuracy
+    from .quantize import logits_of
 
-    logits, targets = [], []
-    for xb, yb, *_ in val():
-        logits.append(torch.from_numpy(np.asarray(run(xb.numpy()))))
-        targets.append(yb)
-    z, y = torch.cat(logits), torch.cat(targets)
-    return {"top1": float((z.argmax(1) == y).float().mean()), "acc_images": len(y),
-            "top5": float((z.topk(min(5, z.shape[1]), 1).indices == y[:, None]).any(1).float().mean())}
+    z, y = logits_of(run, val())
+    return {"top1": topk_accuracy(z, y, 1), "top5": topk_accuracy(z, y, 5), "acc_images": len(y)}
 
 
 def _torch_runtime(spec: BenchSpec, model, meta):
     """(callable, weights bytes) for the in-process PyTorch backends."""
     import torch
 
-    from .deploy.predictor import Predictor
-    from .deploy.runtimes import TorchRuntime
+    from .predictor import Predictor
+    from .runtimes import TorchRuntime
 
     b = spec.backend
     state_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -230,8 +225,8 @@ def worker(spec: BenchSpec) -> dict[str, Any]:
         importlib.import_module(mod)
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    from .deploy.export import load_artefact
-    from .deploy.predictor import Predictor
+    from .export import load_artefact
+    from .predictor import Predictor
 
     rss_bare = _rss_mib()
     out: dict[str, Any] = {"model": spec.model, "backend": spec.backend}
@@ -269,7 +264,7 @@ def _calibration(spec: BenchSpec, meta, trained, *, int8: bool):
     import torch
 
     if trained is not None and spec.data:
-        from .deploy.quantize import calibration_images, test_batches
+        from .quantize import calibration_images, test_batches
 
         calib = calibration_images(trained, spec.data, spec.calib_images) if int8 else []
         val = test_batches(trained, spec.data, images=spec.acc_images)
@@ -283,7 +278,7 @@ def _calibration(spec: BenchSpec, meta, trained, *, int8: bool):
 
 # --- the driver ------------------------------------------------------------------------------
 def _run_worker(spec: BenchSpec, timeout_s: float, prepare_dir: str | None = None) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "resnetlab.bench", "--worker", json.dumps(asdict(spec))]
+    cmd = [sys.executable, "-m", "resnetlab.deploy.bench", "--worker", json.dumps(asdict(spec))]
     cmd += ["--prepare", prepare_dir] if prepare_dir else []
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     try:
@@ -326,8 +321,8 @@ def run_bench(models: Sequence[str], backends: Sequence[str], *, batch_sizes: Se
               data: str | None = None, out: str | os.PathLike = "bench", timeout_s: float = 1800,
               log=print, command: str | None = None) -> dict[str, Any]:
     """Measure every model x backend (``repeats`` interleaved rounds) and write md/csv/json/png to ``out``."""
-    from .models import list_models
-    from .utils.env import environment
+    from ..models import list_models
+    from ..utils.env import environment
 
     unknown = [b for b in backends if b not in BENCH_BACKENDS]
     if unknown:
@@ -395,7 +390,7 @@ def _fmt(v: Any, spec: str = ".1f") -> str:
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> None:
-    from .utils.fileio import atomic_write_text
+    from ..utils.fileio import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "bench.json", json.dumps(result, indent=2) + "\n")
@@ -496,7 +491,7 @@ def article_check(result: dict[str, Any]) -> list[str]:
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:
-    from .utils.plot import line_plot
+    from ..utils.plot import line_plot
 
     bs = max(result["batch_sizes"])
     series: dict[str, tuple[list, list]] = {}
@@ -510,7 +505,7 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m resnetlab.bench")
+    p = argparse.ArgumentParser(prog="python -m resnetlab.deploy.bench")
     p.add_argument("--worker", required=True, help="JSON BenchSpec (internal: one measurement process)")
     p.add_argument("--prepare", metavar="DIR", help="write the backend's artefact into DIR instead of measuring")
     args = p.parse_args(argv)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 __all__ = ["add_deploy_verbs"]
 
@@ -77,14 +76,14 @@ def add_deploy_verbs(sub) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .deploy import Predictor
+    from ..deploy import Predictor
 
     if not args.images and not args.data:
         raise ValueError("give image files, or --data FOLDER for bulk mode")
     predictor = Predictor(args.checkpoint, args.backend, threads=args.threads, precision=args.precision)
     print(f"{predictor!r}", file=sys.stderr)
     if args.data:
-        from .deploy.bulk import predict_folder
+        from ..deploy.bulk import predict_folder
 
         summary = predict_folder(predictor, args.data, args.out or "predictions.csv", batch_size=args.batch_size,
                                  topk=args.topk, workers=args.workers, resume=not args.no_resume,
@@ -103,24 +102,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_out(checkpoint: str, name: str) -> Path:
-    from .inference import checkpoint_path
-
-    return checkpoint_path(checkpoint).parent / "export" / name
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .deploy import FORMATS, ModelMeta, export_model
-    from .inference import load_trained, split_batches
+    from ..deploy import export_checkpoint
 
-    trained = load_trained(args.checkpoint)
-    meta = ModelMeta.from_trained(trained)
-    out = Path(args.out) if args.out else _default_out(args.checkpoint, f"model{FORMATS[args.format]}")
-    batches, ds, _ = split_batches(trained, args.check_data, "test", batch_size=args.check_images, limit_batches=1)
-    x = next(iter(batches.epoch(0)))[0]
-    report = export_model(trained.model, meta, out, args.format, dynamic_batch=args.dynamic_batch,
-                          batch_size=args.batch_size, check_inputs=x, tolerance=args.tolerance,
-                          check_source=f"{len(x)} real images from {ds.root if hasattr(ds, 'root') else 'the data'}")
+    report = export_checkpoint(args.checkpoint, args.format, args.out, dynamic_batch=args.dynamic_batch,
+                    batch_size=args.batch_size, check_data=args.check_data, check_images=args.check_images,
+                    tolerance=args.tolerance)
     if args.json:
         print(json.dumps(report.to_dict()))
     else:
@@ -130,20 +117,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
-    from .deploy import QUANT_BACKENDS, ModelMeta, quantize_model
-    from .deploy.quantize import calibration_images, test_batches
-    from .inference import load_trained
+    from ..deploy import quantize_checkpoint
 
-    trained = load_trained(args.checkpoint)
-    meta = ModelMeta.from_trained(trained)
-    out = Path(args.out) if args.out else _default_out(args.checkpoint,
-                                                        f"model-int8-{args.backend}{QUANT_BACKENDS[args.backend]}")
-    calib = calibration_images(trained, args.calib_data, args.calib_images)
-    val = test_batches(trained, args.val_data, images=args.val_images) if args.val_data else None
-    report = quantize_model(trained.model, meta, out, args.backend, calib,
-                            calib_source=f"{args.calib_images} images of {args.calib_data or trained.config['data']} "
-                                         "(train split)",
-                            val_batches=val, val_source=f"{args.val_data} (test split)" if val else "")
+    report = quantize_checkpoint(args.checkpoint, args.backend, args.out, calib_data=args.calib_data,
+                      calib_images=args.calib_images, val_data=args.val_data, val_images=args.val_images)
     d = report.to_dict()
     if args.json:
         print(json.dumps(d))
@@ -156,7 +133,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
+    from ..deploy.bench import run_bench
 
     models, backends = _csv_list(args.models), _csv_list(args.backends)
     repeats, seconds, bss = args.repeats, args.seconds, args.batch_sizes

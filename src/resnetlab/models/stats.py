@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models.layers import ShortcutA
-from .models.registry import build_model, get_entry, list_models
+from .layers import ResidualAdd, ShortcutA
+from .registry import build_model, get_entry, list_models
 
 __all__ = ["count_params", "count_macs", "model_summary", "SummaryRow", "models_table", "format_table"]
 
@@ -93,22 +93,22 @@ def model_summary(model: nn.Module | str, input_size: Sequence[int] | None = Non
 
     def pre(module: nn.Module, _args) -> None:
         name = names[module]
-        if name and name not in rows and not isinstance(module, nn.Identity):
-            rows[name] = SummaryRow(name, type(module).__name__, name.count(".") + 1, None,
-                                    sum(p.numel() for p in module.parameters()), 0, _note(module, name, by_name))
-            order.append(name)
+        if not name or name in rows or isinstance(module, nn.Identity):
+            return
+        if isinstance(module, ResidualAdd):  # a block's residual addition: a row of its own, at the block's depth
+            if module.kind is not None:
+                via = {"identity": "identity", "A": "option A zero-pad", "projection": "projection"}[module.kind]
+                rows[name] = SummaryRow(name, "residual add", name.count("."), None, 0, 0, f"+ shortcut ({via})")
+                order.append(name)
+            return
+        rows[name] = SummaryRow(name, type(module).__name__, name.count(".") + 1, None,
+                                sum(p.numel() for p in module.parameters()), 0, _note(module, name, by_name))
+        order.append(name)
 
     def post(module: nn.Module, _args, out) -> None:
         name = names[module]
         if name in rows and rows[name].out_shape is None and isinstance(out, torch.Tensor):
             rows[name].out_shape = tuple(out.shape)
-            kind = getattr(module, "shortcut_kind", None)
-            if kind is not None:
-                add = f"{name}.add"
-                via = {"identity": "identity", "A": "option A zero-pad", "projection": "projection"}[kind]
-                rows[add] = SummaryRow(add, "residual add", rows[name].depth, tuple(out.shape), 0, 0,
-                                       f"+ shortcut ({via})")
-                order.append(add)
 
     handles = [m.register_forward_pre_hook(pre) for m in names] + [m.register_forward_hook(post) for m in names]
     try:
