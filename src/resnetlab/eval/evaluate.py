@@ -14,7 +14,7 @@ from ..utils.fileio import atomic_write_text
 from ..utils.hardware import resolve_amp
 from .batches import collect_logits, eval_batches, open_split
 from .confusion import save_confusion_matrix
-from .loading import load_trained
+from .loading import TrainedModel, load_trained
 from .metrics import classification_metrics, format_metrics
 
 __all__ = ["EvalResult", "evaluate", "run_precision"]
@@ -51,10 +51,13 @@ class EvalResult:
         return format_metrics(self.metrics)
 
 
-def run_precision(config: dict[str, Any], device: torch.device | str = "cpu") -> tuple[str, bool]:
-    """(amp, channels_last) a run evaluated with: the resolved values it saved, else its config resolved."""
-    amp = config.get("amp_resolved") or resolve_amp(str(config.get("amp", "off")), device)
-    return amp, bool(config.get("channels_last_resolved", config.get("channels_last", False)))
+def run_precision(trained: TrainedModel, device: torch.device | str = "cpu") -> tuple[str, bool]:
+    """(amp, channels_last) the run evaluated with: what its checkpoint recorded (``precision``), else its
+    config's values resolved for ``device``."""
+    saved, cfg = trained.precision, trained.config
+    amp = saved.get("amp") or resolve_amp(str(cfg.get("amp", "off")), device)
+    cl = saved.get("channels_last", cfg.get("channels_last"))
+    return amp, bool(amp != "off" if cl in (None, "auto") else cl)
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None, *, split: str = "test",
@@ -69,7 +72,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
     ds = open_split(trained, data, split, progress=progress)
     batches = eval_batches(ds, trained.preprocess, batch_size=batch_size, limit_batches=limit_batches,
                            seed=trained.config.get("seed", 0))
-    amp, channels_last = run_precision(trained.config, device)
+    amp, channels_last = run_precision(trained, device)
     model = trained.model.to(memory_format=torch.channels_last) if channels_last else trained.model
     logits, targets = collect_logits(model, batches.epoch(0), device=device, channels_last=channels_last, amp=amp)
     metrics = classification_metrics(logits, targets, class_names=trained.classes)

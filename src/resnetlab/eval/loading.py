@@ -9,7 +9,7 @@ unpickled objects. The training side (:mod:`resnetlab.train.checkpoint`) writes 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ class TrainedModel:
     name: str  # registry name
     config: dict[str, Any]  # the training configuration, as saved
     path: Path  # the checkpoint file read
+    precision: dict[str, Any] = field(default_factory=dict)  # {"amp": "bf16", "channels_last": True} it ran in
 
     @property
     def in_chans(self) -> int:
@@ -95,4 +96,4 @@ def load_trained(checkpoint: str | os.PathLike, *, ema: bool = False,
         state = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
     load_weights(model, state)
     return TrainedModel(model.to(device).eval(), list(ck["classes"]), checkpoint_preprocess(ck, str(path)),
-                        ck["model_name"], dict(ck["config"]), path)
+                        ck["model_name"], dict(ck["config"]), path, dict(ck.get("precision") or {}))
