@@ -1,7 +1,9 @@
 """`resnetlab bench` on a tiny model and one repeat writes every output, and says what is missing."""
 
 import csv
+import gc
 import json
+import weakref
 
 import pytest
 
@@ -22,10 +24,12 @@ def test_bench_writes_every_output(tmp_path, monkeypatch):
         r = rows[b]
         assert r["status"] == "ok", r
         assert r["bs1"]["img_per_s"] > 0 and r["bs2"]["img_per_s"] > 0
-        assert r["bs1"]["p50_ms"] <= r["bs1"]["p99_ms"]
+        # throughput is batch / median call time: at batch 1, 1000 / p50 (one of the middle calls)
+        assert r["bs1"]["img_per_s"] * r["bs1"]["p50_ms"] / 1000 == pytest.approx(1, rel=0.25)
         assert 0 < r["bs1"]["rss_model_mib"] <= r["rss_model_mib"]
         assert r["params"] == 269722 and r["rss_peak_mib"] > r["rss_bare_mib"] > 50
         assert r["artefact_bytes"] > 100_000
+        assert r["peak_reset"] is True  # the peak RSS counts running the runtime, not building it
     assert rows["int8"]["artefact_bytes"] < rows["eager"]["artefact_bytes"]
     md = (tmp_path / "bench.md").read_text()
     assert "not installed (fakepkg)" in md and "machine:" in md and "| resnet20 | eager |" in md
@@ -65,5 +69,58 @@ def test_bench_with_a_checkpoint_reports_accuracy(tmp_path):
     rows = {r["backend"]: r for r in result["rows"]}
     assert all(r["status"] == "ok" for r in rows.values()), rows
     assert rows["eager"]["acc_images"] == 12 and rows["onnxruntime"]["top1"] == rows["eager"]["top1"]
-    assert 0 <= rows["int8-onnxruntime"]["top1"] <= 1 and "real images" in rows["int8-onnxruntime"]["calibration"]
+    int8 = rows["int8-onnxruntime"]
+    assert abs(int8["top1"] - rows["eager"]["top1"]) <= 1 / 12 + 1e-9  # at most one of the 12 test images
+    assert int8["acc_images"] == 12 and "real images" in int8["calibration"]
     assert "top-1 / top-5" in (tmp_path / "b" / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("backend, keeps_original", [("channels_last", False), ("bf16", False), ("eager", True)])
+def test_worker_measures_a_folded_backend_without_the_original(monkeypatch, backend, keeps_original):
+    """While timing (and so while the peak RSS is taken), a folded backend's process holds its folded copy
+    only: the original model's BatchNorm, folded away, is no longer alive. Eager runs the original itself."""
+    real_load, originals, alive = bench._load_model, [], []
+
+    def load(spec):
+        model, meta, trained = real_load(spec)
+        originals.append(weakref.ref(model.bn1))
+        return model, meta, trained
+
+    def timed(run, x, seconds, min_calls=3):
+        gc.collect()
+        alive.append(originals[0]() is not None)
+        run(x)
+        return [0.01] * min_calls
+
+    monkeypatch.setattr(bench, "_load_model", load)
+    monkeypatch.setattr(bench, "_time_calls", timed)
+    spec = bench.BenchSpec("resnet20", backend, (1, 2), model_kwargs={"layers": (1, 1, 1)})
+    out = bench.worker(spec)
+    assert alive == [keeps_original] * 2
+    assert out["params"] == 75290 and out["bs2"]["img_per_s"] == pytest.approx(200)
+    assert out["peak_reset"] is True  # Linux: the peak is counted from the built runtime on
+
+
+def test_chart_is_bars_per_model_and_backend(tmp_path, monkeypatch):
+    import resnetlab.utils.plot as plot
+
+    figures = []
+    monkeypatch.setattr(plot, "save_figure", lambda fig, path: figures.append(fig))
+    rows = [{"model": m, "backend": b, "status": "ok", "macs": macs, "bs1": {"img_per_s": v1},
+             "bs32": {"img_per_s": v32}}
+            for m, macs, b, v1, v32 in (("vgg16", 15.47e9, "eager", 7.9, 8.1), ("vgg16", 15.47e9, "int8", 52.2, 60.8),
+                                        ("resnet18", 1.81e9, "eager", 62.6, 55.9),
+                                        ("resnet18", 1.81e9, "int8", 451.9, 492.6))]
+    rows.append({"model": "resnet18", "backend": "openvino", "status": "not installed (openvino)"})
+    bench._plot({"rows": rows, "batch_sizes": [1, 32], "env": {"cpu": "test CPU", "torch_threads": 2},
+                 "repeats": 2}, tmp_path / "bench.png")
+    (fig,) = figures
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["batch 1", "batch 32"]  # a panel per batch size
+    for ax, bs in zip(axes, ("bs1", "bs32")):
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert ticks == ["resnet18\n1.81 GMACs", "vgg16\n15.47 GMACs"]  # groups are models, by GMACs
+        heights = sorted(round(p.get_height(), 1) for p in ax.patches)
+        assert heights == sorted(r[bs]["img_per_s"] for r in rows if r["status"] == "ok")  # one bar each
+        assert ax.get_yscale() == "log" and not ax.get_lines()  # no line joins different models
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["eager", "int8"]

@@ -128,7 +128,35 @@ def test_grayscale_adaptation_sums_rgb(name, tmp_path, caplog):
 def test_adapt_first_conv_many_channels_keeps_scale():
     w = torch.randn(8, 3, 3, 3)
     w5 = adapt_first_conv(w, 5)
-    assert w5.shape == (8, 5, 3, 3)
-    x = torch.ones(1, 5, 3, 3)
-    ref = torch.nn.functional.conv2d(torch.ones(1, 3, 3, 3), w)
-    torch.testing.assert_close(torch.nn.functional.conv2d(x, w5).mean(), ref.mean(), atol=0.5, rtol=0.5)
+    # channels repeat cyclically (R, G, B, R, G), scaled by 3/5 so that the summed input weight keeps its size
+    torch.testing.assert_close(w5, torch.cat([w, w[:, :2]], 1) * 0.6)
+    # with a whole number of repeats the scale is exact: an RGB image given twice over 6 channels gets the
+    # RGB net's response, and a gray image as 1 channel gets the response to gray repeated in R, G and B
+    x = torch.randn(2, 3, 9, 9)
+    ref = torch.nn.functional.conv2d(x, w)
+    torch.testing.assert_close(torch.nn.functional.conv2d(x.repeat(1, 2, 1, 1), adapt_first_conv(w, 6)), ref,
+                               atol=1e-5, rtol=1e-5)
+    gray = x[:, :1]
+    torch.testing.assert_close(torch.nn.functional.conv2d(gray, adapt_first_conv(w, 1)),
+                               torch.nn.functional.conv2d(gray.repeat(1, 3, 1, 1), w), atol=1e-5, rtol=1e-5)
+    assert adapt_first_conv(w, 3) is w
+
+
+def test_save_weights_is_atomic_and_shared(tmp_path, monkeypatch):
+    import stat
+
+    import safetensors.torch
+
+    model = resnetlab.create_model("resnet20").eval()
+    path = resnetlab.save_weights(model, tmp_path / "w.safetensors")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not the private mode of its temporary file
+    before = path.read_bytes()
+
+    def killed(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"half a file")
+        raise KeyboardInterrupt  # killed mid-write
+
+    monkeypatch.setattr(safetensors.torch, "save_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        resnetlab.save_weights(resnetlab.create_model("resnet20"), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]

@@ -25,6 +25,8 @@ def add_deploy_verbs(sub) -> None:
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files (any size or mode)")
     p.add_argument("--checkpoint", required=True,
                    help="a checkpoint, a run directory, or an exported artefact (.onnx, .xml, .pt2, .ts)")
+    p.add_argument("--allow-torchscript", action="store_true",
+                   help="load a TorchScript (.ts) artefact: it is code that runs when loaded; only for trusted files")
     p.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"))
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--threads", type=int)
@@ -33,7 +35,9 @@ def add_deploy_verbs(sub) -> None:
     p.add_argument("--out", help="bulk mode: the CSV to write (default: predictions.csv in the working folder)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="bulk mode: image-decoding processes")
-    p.add_argument("--no-resume", action="store_true", help="bulk mode: start the CSV afresh")
+    p.add_argument("--overwrite", action="store_true",
+                   help="bulk mode: start the CSV afresh (else it is resumed, if the same model wrote it)")
+    p.add_argument("--no-resume", action="store_true", help="deprecated: the same as --overwrite")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_predict)
 
@@ -80,25 +84,54 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if not args.images and not args.data:
         raise ValueError("give image files, or --data FOLDER for bulk mode")
-    predictor = Predictor(args.checkpoint, args.backend, threads=args.threads, precision=args.precision)
+    if args.no_resume:
+        print("resnetlab predict: --no-resume is deprecated; use --overwrite", file=sys.stderr)
+    predictor = Predictor(args.checkpoint, args.backend, threads=args.threads, precision=args.precision,
+                          allow_torchscript=args.allow_torchscript)
     print(f"{predictor!r}", file=sys.stderr)
     if args.data:
         from ..deploy.bulk import predict_folder
 
         summary = predict_folder(predictor, args.data, args.out or "predictions.csv", batch_size=args.batch_size,
-                                 topk=args.topk, workers=args.workers, resume=not args.no_resume,
+                                 topk=args.topk, workers=args.workers, overwrite=args.overwrite or args.no_resume,
                                  progress=not args.json)
         print(json.dumps(summary) if args.json else
               f"{summary['predicted_now']} images predicted ({summary['resumed_from']} already done, "
               f"{summary['failed']} unreadable) into {summary['out']}")
-    if args.images:
-        results = predictor.predict(args.images, topk=args.topk)
-        if args.json:
-            print(json.dumps([{"image": im, "top": [{"class": c, "prob": p} for c, p in r]}
-                              for im, r in zip(args.images, results)], indent=2))
-        else:
-            for image, top in zip(args.images, results):
-                print(f"{image}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in top))
+    return _predict_images(predictor, args) if args.images else 0
+
+
+def _predict_images(predictor, args: argparse.Namespace) -> int:
+    """Answer every readable image (in the order given); each unreadable one is a line on stderr, and the
+    exit status is 1 if there was any."""
+    import torch
+
+    if args.topk < 1:
+        raise ValueError(f"--topk must be at least 1, got {args.topk}")
+    inputs, errors = {}, {}
+    for i, image in enumerate(args.images):
+        try:
+            inputs[i] = predictor.preprocess([image])
+        except (ValueError, TypeError) as e:
+            errors[i] = str(e)
+            print(f"resnetlab predict: {e}", file=sys.stderr, flush=True)
+    results: dict[int, list] = {}
+    order = list(inputs)
+    step = max(1, args.batch_size)
+    for start in range(0, len(order), step):
+        chunk = order[start:start + step]
+        for i, top in zip(chunk, predictor.predict(torch.cat([inputs[i] for i in chunk]), topk=args.topk)):
+            results[i] = top
+    if args.json:
+        print(json.dumps([{"image": im, "top": [{"class": c, "prob": p} for c, p in results[i]]} if i in results
+                          else {"image": im, "error": errors[i]} for i, im in enumerate(args.images)], indent=2))
+    else:
+        for i, image in enumerate(args.images):
+            if i in results:
+                print(f"{image}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in results[i]))
+    if errors:
+        print(f"resnetlab predict: {len(errors)} of {len(args.images)} images could not be read", file=sys.stderr)
+        return 1
     return 0
 
 

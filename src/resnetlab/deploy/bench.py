@@ -2,8 +2,10 @@
 Inception-v3, Xception), measured on the user's own machine for every inference backend.
 
 Each (model, backend) runs in a fresh subprocess, so its memory figures are its own: the RSS of the
-bare runtime (torch + the backend library imported) and the peak after building and running the
-model. Repeats are interleaved (round r runs every pair once) because machines drift; the table
+bare runtime (torch + the backend library imported), and the peak while running the model, counted from
+the moment the runtime is built and everything it does not need is freed (the unfolded original of a
+BN-folded copy, the checkpoint's file contents, the MAC-counting pass): Linux's peak-RSS counter is reset
+there. Repeats are interleaved (round r runs every pair once) because machines drift; the table
 gives medians with the spread.
 """
 
@@ -13,6 +15,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -93,6 +96,25 @@ def _rss_mib(key: str = "VmRSS") -> float:
     return float("nan")
 
 
+def _release_and_reset_peak() -> bool:
+    """Free what is garbage, hand freed heap pages back to the OS, and reset the peak RSS (VmHWM) to the
+    current RSS, so the peak measured afterwards is what the runtime needs. False where the kernel does not
+    allow the reset (then the peak includes building the runtime)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc keeps freed small blocks otherwise
+    except (OSError, AttributeError):
+        pass
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # "5": reset the peak RSS (Linux >= 4.0)
+        return True
+    except OSError:
+        return False
+
+
 def _artefact_kind(backend: str) -> tuple[str, str] | None:
     """(how, suffix) of the file an artefact backend runs, prepared in its own process; None: in-process."""
     from .predictor import auto_backend
@@ -167,7 +189,10 @@ def _accuracy(run, val) -> dict[str, Any]:
 
 
 def _torch_runtime(spec: BenchSpec, model, meta):
-    """(callable, weights bytes) for the in-process PyTorch backends."""
+    """(callable, weights bytes) for the in-process PyTorch backends.
+
+    Every backend but eager runs a BN-folded copy: the callable holds that copy only, so once the caller
+    drops ``model`` the unfolded original is freed (``worker`` does, before it measures memory)."""
     import torch
 
     from .predictor import Predictor
@@ -194,6 +219,8 @@ def _torch_runtime(spec: BenchSpec, model, meta):
 
 
 def _time_calls(run, x, seconds: float, min_calls: int = 3) -> list[float]:
+    # our own loop, not torch.utils.benchmark's Timer.blocked_autorange: p50/p90/p99 need every call's
+    # time, and blocked_autorange gives only the means of blocks of calls
     run(x)  # warm-up: first-call graph compilation, allocator growth, caches
     t_end = time.perf_counter() + seconds / 4
     while time.perf_counter() < t_end:
@@ -234,14 +261,14 @@ def worker(spec: BenchSpec) -> dict[str, Any]:
         if spec.backend == "auto":
             p = Predictor(spec.artefact, "auto", threads=spec.threads)
             run, meta = p.runtime, p.meta
+            del p
         else:
             run, meta = load_artefact(spec.artefact, threads=spec.threads, precision=_precision(spec.backend))
-        trained = val = None
+        trained = None
     else:
-        model, meta, trained = _load_model(spec)
-        run, out["artefact_bytes"] = _torch_runtime(spec, model, meta)
-        out.update(_model_facts(model, meta))
-        val = _calibration(spec, meta, trained, int8=False)[1]
+        run, meta, trained = _in_process(spec, out)
+    # from here on only the runtime is alive: the peak counts what running needs, not what building it did
+    out["peak_reset"] = _release_and_reset_peak()
     out["threads"] = torch.get_num_threads()
     c, s = meta.in_chans, meta.image_size
     g = torch.Generator().manual_seed(1)
@@ -254,9 +281,23 @@ def worker(spec: BenchSpec) -> dict[str, Any]:
                           "rss_model_mib": _rss_mib("VmHWM") - rss_bare}  # peak so far: batch sizes run ascending
     out["rss_bare_mib"], out["rss_peak_mib"] = rss_bare, _rss_mib("VmHWM")  # before any accuracy pass
     out["rss_model_mib"] = out["rss_peak_mib"] - rss_bare
+    val = _calibration(spec, meta, trained, int8=False)[1]  # the test data is read after the memory figures
     if val is not None:
         out.update(_accuracy(run, val))
     return out
+
+
+def _in_process(spec: BenchSpec, out: dict[str, Any]):
+    """(runtime, meta, the checkpoint's TrainedModel without its model, or None) of a PyTorch backend.
+
+    The model loaded here is dropped on return: a folded backend's runtime keeps its folded copy only, eager
+    keeps the model it runs. (What the validation batches need later is the checkpoint's data settings.)"""
+    import dataclasses
+
+    model, meta, trained = _load_model(spec)
+    out.update(_model_facts(model, meta))
+    run, out["artefact_bytes"] = _torch_runtime(spec, model, meta)
+    return run, meta, dataclasses.replace(trained, model=None) if trained is not None else None
 
 
 def _calibration(spec: BenchSpec, meta, trained, *, int8: bool):
@@ -309,6 +350,7 @@ def _summarise(runs: list[dict[str, Any]], batch_sizes: Sequence[int], prep: dic
                              for k in ("p50_ms", "p90_ms", "p99_ms", "rss_model_mib")}}
     for k in ("rss_bare_mib", "rss_peak_mib", "rss_model_mib"):
         out[k] = med([r[k] for r in ok])
+    out["peak_reset"] = all(r.get("peak_reset", False) for r in ok)
     out["prepare_s"] = prep.get("prepare_s")
     for k in ("top1", "top5", "acc_images"):
         if k in ok[0]:
@@ -401,7 +443,8 @@ def write_outputs(result: dict[str, Any], out: Path) -> None:
 
 def _flat(row: dict[str, Any], batch_sizes: Sequence[int]) -> dict[str, Any]:
     flat = {k: row.get(k) for k in ("model", "backend", "status", "params", "macs", "artefact_bytes",
-                                    "rss_bare_mib", "rss_peak_mib", "rss_model_mib", "top1", "top5", "repeats")}
+                                    "rss_bare_mib", "rss_peak_mib", "rss_model_mib", "peak_reset", "top1", "top5",
+                                    "repeats")}
     for bs in batch_sizes:
         d = row.get(f"bs{bs}") or {}
         for k in ("img_per_s", "min", "max", "p50_ms", "p90_ms", "p99_ms", "rss_model_mib"):
@@ -430,9 +473,12 @@ def markdown(result: dict[str, Any]) -> str:
              f"{result['seconds']:g} s per batch size after warm-up; throughput = batch / median call time; "
              "medians over repeats with [min–max]; latency percentiles at batch 1; memory = RSS of the bare "
              "runtime (torch + backend imported) and its increase to the peak after the smallest batch size and "
-             "after all of them; ONNX / OpenVINO / int8 "
-             "artefacts are written (and int8 calibrated) beforehand in a separate process, so their memory is "
-             "that of loading and running the artefact",
+             "after all of them, the peak counted from when the runtime is built and all it does not need is "
+             "freed (a folded backend holds its folded copy only, not the original model)"
+             + ("" if all(r.get("peak_reset", True) for r in result["rows"]) else
+                " where the kernel allows resetting the peak (not here: building the runtime is included)")
+             + "; ONNX / OpenVINO / int8 artefacts are written (and int8 calibrated) beforehand in a separate "
+             "process, so their memory is that of the loaded artefact running, not of converting the model",
              f"- weights: {'checkpoint ' + result['checkpoint'] if result.get('checkpoint') else 'random (seeded)'}",
              ""]
     head = ["model", "backend"] + [f"bs{b} img/s" for b in bss]
@@ -457,7 +503,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Backends: " + "; ".join(f"**{k}** {v}" for k, v in result["backends"].items()), ""]
     lines += article_check(result)
-    lines += ["", "![throughput against MACs](bench.png)", ""]
+    lines += ["", "![throughput of every model and backend](bench.png)", ""]
     return "\n".join(lines)
 
 
@@ -491,17 +537,55 @@ def article_check(result: dict[str, Any]) -> list[str]:
 
 
 def _plot(result: dict[str, Any], path: Path) -> None:
-    from ..utils.plot import line_plot
+    """One panel per batch size: a group of bars per model (ordered by GMACs), one bar per backend (the same
+    colour in every group and panel), throughput in images/s on a log axis (models differ 50x)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedFormatter, FixedLocator, LogLocator, NullFormatter
 
-    bs = max(result["batch_sizes"])
-    series: dict[str, tuple[list, list]] = {}
-    for r in sorted((r for r in result["rows"] if r.get("status") == "ok"), key=lambda r: r["macs"]):
-        xs, ys = series.setdefault(r["backend"], ([], []))
-        xs.append(r["macs"] / 1e9)
-        ys.append(r[f"bs{bs}"]["img_per_s"])
-    if series:
-        line_plot(series, path, title=f"throughput at batch {bs} against GMACs ({result['env']['cpu']})",
-                  xlabel="GMACs per image (one point per model)", ylabel=f"images/s at batch {bs}", log_y=True)
+    from ..utils.plot import grouped_bars, save_figure
+
+    ok = sorted((r for r in result["rows"] if r.get("status") == "ok"), key=lambda r: r.get("macs") or 0)
+    if not ok:
+        return
+    bss = result["batch_sizes"]
+    models = list(dict.fromkeys(r["model"] for r in ok))
+    backends = list(dict.fromkeys(r["backend"] for r in result["rows"] if r.get("status") == "ok"))
+    macs = {r["model"]: r.get("macs") for r in ok}
+    labels = {m: f"{m}\n{macs[m] / 1e9:.2f} GMACs" if macs.get(m) else m for m in models}
+    width = min(24.0, max(7.0, 3.0 + 0.4 * len(models) * len(backends)))
+    fig, axes = plt.subplots(len(bss), 1, figsize=(width, 0.8 + 3.6 * len(bss)), layout="constrained",
+                             squeeze=False)
+    cmap = plt.get_cmap("tab10" if len(backends) <= 10 else "tab20")
+    every = [r[f"bs{bs}"]["img_per_s"] for r in ok for bs in bss]
+    # a log axis only where the values span more than 10x (models differ 50x); then every bar rises from the
+    # same power of ten, else from 0 on a linear axis: a bar's height is never cut by an arbitrary floor
+    log_y = max(every) > 10 * min(every)
+    for ax, bs in zip(axes[:, 0], bss):
+        values = {labels[m]: {b: None for b in backends} for m in models}
+        for r in ok:
+            values[labels[r["model"]]][r["backend"]] = r[f"bs{bs}"]["img_per_s"]
+        grouped_bars(values, ax=ax, title=f"batch {bs}", ylabel="images/s", log_y=log_y)
+        for j, bars in enumerate(ax.containers):  # one colour per backend, also past tab10's ten
+            for bar in bars:
+                bar.set_color(cmap(j))
+        # grouped_bars' number formatter also lands on the category axis: name the groups again
+        ax.xaxis.set_major_locator(FixedLocator(range(len(models))))
+        ax.xaxis.set_major_formatter(FixedFormatter([labels[m] for m in models]))
+        if log_y:
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))  # 10, 20, 50, 100...: readable
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_ylim(10 ** math.floor(math.log10(min(every))), max(every) * 1.6)
+        else:
+            ax.set_ylim(0, max(every) * 1.1)
+        ax.get_legend().remove()
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right upper", frameon=False, fontsize=8, title="backend")
+    env = result.get("env", {})
+    fig.suptitle(f"Inference throughput per model and backend\n({env.get('cpu', '?')}, "
+                 f"{env.get('torch_threads', '?')} threads; "
+                 + ("one run)" if result.get("repeats") == 1 else f"median of {result.get('repeats', '?')} repeats)"),
+                 fontsize=11)
+    save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,14 +1,19 @@
 """Bulk prediction over a folder: streamed, bounded memory, resumable, sharded under torchrun.
 
 Rows are appended to a CSV and flushed batch by batch, so a killed run loses at most one batch
-and ``resume`` skips every file already written. Under ``torchrun`` rank r takes every
+and a rerun skips every file already written. Under ``torchrun`` rank r takes every
 world-th file into its own part file; rank 0 merges the parts once every rank has finished.
+
+A rerun resumes only rows of the same model: ``<out>.meta.json`` (written atomically before the first
+row) records the predictor's digest (its weights and metadata), precision and top-k; an existing CSV
+from another model, or one with no such record, is refused unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -18,13 +23,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.folder import IMAGE_EXTENSIONS, describe_error, load_image
-from ..utils.fileio import atomic_write_text
+from ..utils.fileio import atomic_write_bytes, atomic_write_text
 from ..utils.progress import Progress
 from .predictor import softmax
 
-__all__ = ["list_images", "predict_folder", "FIELDS"]
+__all__ = ["list_images", "predict_folder", "FIELDS", "sidecar_path"]
 
 FIELDS = ["path", "label", "prob", "topk_labels", "topk_probs", "error"]
+SIDECAR_FORMAT = "resnetlab.predictions/1"
+_MUST_MATCH = ("model_digest", "precision", "topk")  # what makes two runs' rows the same kind of rows
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:
@@ -65,7 +72,7 @@ def _done_paths(part: Path) -> set[str]:
     data = part.read_bytes()
     if data and not data.endswith(b"\n"):
         data = data[: data.rfind(b"\n") + 1]
-        part.write_bytes(data)
+        atomic_write_bytes(part, data)  # a kill now leaves the old file, never a half-rewritten one
     rows = list(csv.DictReader(data.decode().splitlines()))
     return {r["path"] for r in rows}
 
@@ -74,10 +81,46 @@ def _dist() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def sidecar_path(out: str | os.PathLike) -> Path:
+    """``<out>.meta.json``: which model, precision and top-k wrote the CSV ``out``."""
+    out = Path(out)
+    return out.with_name(out.name + ".meta.json")
+
+
+def _record(predictor: Any, topk: int) -> dict[str, Any]:
+    return {"format": SIDECAR_FORMAT, "model_digest": predictor.digest, "precision": predictor.precision,
+            "topk": topk, "model": predictor.meta.model, "classes": list(predictor.classes),
+            "source": getattr(predictor, "source", ""), "backend": predictor.backend}
+
+
+def _check_resumable(out: Path, record: dict[str, Any], has_rows: bool) -> None:
+    """Raise unless the rows already in ``out`` were written by the same model (per its sidecar)."""
+    side = sidecar_path(out)
+    hint = "pass overwrite=True (resnetlab predict --overwrite) to replace it, or choose another --out"
+    if not side.is_file():
+        if has_rows:
+            raise ValueError(f"{out} already holds predictions but no {side.name} saying which model wrote them, "
+                             f"so they cannot be resumed safely; {hint}")
+        return
+    try:
+        old = json.loads(side.read_text())
+        differ = [k for k in _MUST_MATCH if old.get(k) != record[k]]
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{side}: unreadable ({type(e).__name__}: {e}); {hint}") from None
+    if differ:
+        what = "; ".join(f"{k}: {old.get(k)!r} there, {record[k]!r} now" for k in differ)
+        raise ValueError(f"{out} was written by another model or setting ({what}): resuming would mix two "
+                         f"models' rows; {hint}")
+
+
 def predict_folder(predictor: Any, folder: str | os.PathLike, out: str | os.PathLike, *, batch_size: int = 64,
-                   topk: int = 5, workers: int = 2, resume: bool = True, progress: bool = True,
+                   topk: int = 5, workers: int = 2, overwrite: bool = False, progress: bool = True,
                    merge_timeout_s: float = 3600.0) -> dict[str, Any]:
-    """Predict every image under ``folder`` into the CSV ``out`` (columns: :data:`FIELDS`)."""
+    """Predict every image under ``folder`` into the CSV ``out`` (columns: :data:`FIELDS`).
+
+    An existing ``out`` is resumed (files already in it are skipped) when its ``<out>.meta.json`` names the
+    same model digest, precision and ``topk``; otherwise it is refused, unless ``overwrite`` starts it afresh.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size!r}")
     rank, world = _dist()
@@ -85,9 +128,14 @@ def predict_folder(predictor: Any, folder: str | os.PathLike, out: str | os.Path
     files = list_images(root)[rank::world]
     part = out if world == 1 else out.with_name(f"{out.stem}.part{rank}-of-{world}{out.suffix}")
     part.parent.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    part.with_name(part.name + ".done").unlink(missing_ok=True)  # this rank has not finished this run
+    record = _record(predictor, topk)
+    if overwrite:
         part.unlink(missing_ok=True)
     done = _done_paths(part)
+    if not overwrite:
+        _check_resumable(out, record, bool(done) or (world > 1 and out.is_file()))
+    atomic_write_text(sidecar_path(out), json.dumps(record, indent=2) + "\n")  # before the first row
     todo = [f for f in files if f not in done]
     meta = predictor.meta
     ds = _Images(root, todo, predictor.transform, "L" if meta.in_chans == 1 else "RGB",
@@ -115,7 +163,7 @@ def predict_folder(predictor: Any, folder: str | os.PathLike, out: str | os.Path
     summary = {"rank": rank, "world_size": world, "images": len(files), "predicted_now": len(todo),
                "resumed_from": len(done), "failed": failed, "seconds": time.perf_counter() - t0, "out": str(out)}
     if world > 1:
-        part.with_name(part.name + ".done").write_text("ok\n")
+        atomic_write_text(part.with_name(part.name + ".done"), "ok\n")
         if rank == 0:
             _merge(out, world, merge_timeout_s)
     return summary

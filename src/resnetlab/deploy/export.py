@@ -3,6 +3,9 @@
 Each artefact embeds :class:`ModelMeta` (class names, preprocessing) and is checked against the
 eager model on real images *before* it takes its final name: it is written under a temporary name,
 loaded back with its own runtime, compared, and only then renamed; a mismatch deletes it.
+
+Loading is safe by default: a pt2 file is read with weights-only unpickling (never code), and a
+TorchScript file -- a program, whose code runs when it is loaded -- only with ``allow_torchscript=True``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import io
 import json
 import os
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +26,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..utils.fileio import atomic_write_text, fsync_dir
 from .fuse import inference_model
 from .meta import EXTRA_FILE, META_KEY, ModelMeta
 from .runtimes import OnnxRuntime, OpenVINORuntime, TorchRuntime, require
 
 __all__ = ["FORMATS", "ExportReport", "export_model", "to_onnx_bytes", "to_openvino", "load_artefact",
-           "artefact_format"]
+           "artefact_format", "artefact_files", "staged_artefact", "UntrustedArtefactError"]
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2", "torchscript": ".ts"}
 
@@ -45,6 +51,16 @@ class ExportReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class UntrustedArtefactError(ValueError):
+    """An artefact whose loading would run code from the file, refused without an explicit opt-in."""
+
+
+def artefact_files(path: str | os.PathLike) -> list[Path]:
+    """Every file an artefact is made of: the file itself, and an OpenVINO .xml's .bin weights."""
+    path = Path(path)
+    return [path, path.with_suffix(".bin")] if artefact_format(path) == "openvino" else [path]
 
 
 def artefact_format(path: str | os.PathLike) -> str:
@@ -105,26 +121,50 @@ def _export_program(net: nn.Module, meta: ModelMeta, dynamic_batch: bool, batch_
     return torch.export.export(net, (x,), dynamic_shapes=shapes)
 
 
+_WEIGHTS_ONLY_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
-def _weights_only_loads():
-    """torch.export.load retries a failed weights_only load with full unpickling; forbid that fallback."""
-    old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
-    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
-        else:
-            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
+def _weights_only_loads() -> Iterator[None]:
+    """torch.export.load retries a failed weights_only load with full unpickling; forbid that fallback.
+
+    torch.export.load has no ``weights_only`` argument, and an explicit ``torch.load(weights_only=False)``
+    inside it is overridden only by the process-wide TORCH_FORCE_WEIGHTS_ONLY_LOAD. So the variable is set
+    under a module-level lock, held for the whole load: concurrent loads (a server loading models from
+    several threads) run one at a time, each sees the variable set, and the previous value (or its absence)
+    is restored once the last one is done -- never left set, never removed under another load. (A
+    ``torch.load`` in another thread during that window is forced to weights_only too: only safer.)
+    """
+    with _WEIGHTS_ONLY_LOCK:
+        old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+        try:
+            yield
+        finally:
+            if old is None:
+                os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+            else:
+                os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
 
 
-def load_artefact(path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32"):
-    """(runtime, meta) for an exported file: ONNX -> onnxruntime, .xml -> openvino, .pt2/.ts -> torch."""
+def load_artefact(path: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32",
+                  allow_torchscript: bool = False):
+    """(runtime, meta) for an exported file: ONNX -> onnxruntime, .xml -> openvino, .pt2/.ts -> torch.
+
+    A TorchScript file (.ts) is a program: ``torch.jit.load`` compiles and runs code stored in the file
+    (its ``__setstate__`` methods run at load, its ``forward`` at every call), so a file from elsewhere can
+    do anything the process can. It is refused unless ``allow_torchscript=True`` says you trust it; the
+    other formats are data (ONNX, OpenVINO IR) or are read with weights-only unpickling (pt2).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such artefact: {path}")
     fmt = artefact_format(path)
+    if fmt == "torchscript" and not allow_torchscript:
+        raise UntrustedArtefactError(
+            f"{path}: refused: a TorchScript file is code, and loading it runs that code (it can do anything "
+            "this process can). Load it only if you trust its source: pass allow_torchscript=True "
+            "(resnetlab predict --allow-torchscript), or use an .onnx, .xml or .pt2 export instead")
     if fmt == "onnx":
         runtime = OnnxRuntime(path, threads=threads)
         props = runtime.session.get_modelmeta().custom_metadata_map
@@ -189,18 +229,14 @@ def export_model(model: nn.Module, meta: ModelMeta, path: str | os.PathLike, fmt
         check_inputs, check_source = _example(meta, 8), "8 random inputs (no check data given)"
     if not dynamic_batch:
         check_inputs = check_inputs[: max(batch_size, 1) * (len(check_inputs) // max(batch_size, 1))]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    companions = [tmp.with_suffix(".bin")] if fmt == "openvino" else []
-    try:
+    with staged_artefact(path) as tmp:
         _write(model, meta, fmt, tmp, dynamic_batch, batch_size)
-        runtime, got_meta = load_artefact(tmp)
+        runtime, got_meta = load_artefact(tmp, allow_torchscript=True)  # we have just written it
         with torch.no_grad():
             ref = model(check_inputs).float().numpy()
         step = len(check_inputs) if dynamic_batch else batch_size
         out = np.concatenate([runtime(check_inputs[i:i + step].numpy()) for i in range(0, len(check_inputs), step)])
+        del runtime
         diff = float(np.abs(out - ref).max())
         scale = max(1.0, float(np.abs(ref).max()))
         if got_meta != meta:
@@ -208,14 +244,38 @@ def export_model(model: nn.Module, meta: ModelMeta, path: str | os.PathLike, fmt
         if not diff / scale <= tolerance:
             raise RuntimeError(f"{fmt} export differs from the eager model by {diff:.3g} (logits up to {scale:.3g}) "
                                f"on {check_source} (tolerance {tolerance:g}); nothing was written to {path}")
-        for c in companions:
-            os.replace(c, path.with_suffix(c.suffix))
-        os.replace(tmp, path)
-    finally:
-        for f in [tmp, *companions]:
-            f.unlink(missing_ok=True)
-    size = path.stat().st_size + sum(path.with_suffix(c.suffix).stat().st_size for c in companions)
+    size = sum(f.stat().st_size for f in artefact_files(path))
     report = ExportReport(str(path), fmt, diff, diff / scale, tolerance, check_source, len(check_inputs), size,
                           dynamic_batch)
-    path.with_name(path.name + ".export.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    atomic_write_text(path.with_name(path.name + ".export.json"), json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+@contextlib.contextmanager
+def staged_artefact(path: Path, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary name beside ``path`` with its suffix (runtimes pick the format by it); once the block
+    succeeds, its files (an OpenVINO .xml's .bin too) are fsync'ed and renamed to their final names -- the
+    .bin before the .xml, so a final .xml never names weights not yet in place. On an error nothing is kept.
+
+    (:func:`resnetlab.utils.fileio.atomic_path` names its temp file ``*.tmp``, which no runtime would load,
+    and writes one file; this is the same protocol for artefacts.)
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    staged = artefact_files(tmp)
+    try:
+        yield tmp
+        for f in staged:
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.chmod(f, mode)  # mkstemp makes it private; artefacts are shared like any output
+        for f in reversed(staged):  # companions (.bin) first, the file that names them last
+            if f.is_file():
+                os.replace(f, path.with_suffix(f.suffix))
+        fsync_dir(path.parent)
+    finally:
+        for f in staged:
+            f.unlink(missing_ok=True)

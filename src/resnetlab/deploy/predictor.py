@@ -3,13 +3,14 @@
     >>> p = Predictor("runs/cifar10-resnet18-fast")           # a checkpoint or run directory
     >>> p.predict(["cat.jpg", pil_image, uint8_array], topk=3)  # [[("cat", 0.91), ...], ...]
 
-``backend="auto"`` picks the fastest runtime installed here for the precision asked: OpenVINO, then
-ONNX Runtime, then PyTorch (BN folded, channels_last). Images of any size or mode are preprocessed
-as the model expects (the checkpoint's own eval transform, carried inside every artefact).
+``backend="auto"`` picks the fastest runtime installed here for the precision asked, in the order
+:func:`auto_backend` documents (measured). Images of any size or mode are preprocessed as the model
+expects (the checkpoint's own eval transform, carried inside every artefact).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,19 +24,59 @@ from ..data.folder import load_image
 from .meta import ModelMeta
 from .runtimes import BACKENDS, PRECISIONS, OnnxRuntime, OpenVINORuntime, TorchRuntime, available_backends
 
-__all__ = ["Predictor", "auto_backend", "softmax"]
+__all__ = ["Predictor", "auto_backend", "AUTO_ORDER", "softmax", "state_digest", "file_digest"]
 
 ImageLike = Any  # str | PathLike | PIL.Image | np.ndarray (uint8) | torch.Tensor
 
+AUTO_ORDER: dict[str, tuple[str, ...]] = {"fp32": ("openvino", "onnxruntime", "torch"),
+                                          "bf16": ("openvino", "torch")}
+
 
 def auto_backend(precision: str = "fp32") -> str:
-    """The fastest installed runtime for ``precision`` on this CPU (measured: benchmarks/inference_cpu.md)."""
+    """The fastest installed runtime for ``precision``: the first of ``AUTO_ORDER[precision]`` installed.
+
+    The order (fastest first) is that of the measured tables benchmarks/results/bench_models.md (resnet18,
+    vgg16, inception_v3, xception at batch 1 and 32) and inference_cpu.md (resnet18, 5 repeats): AMD EPYC,
+    2 threads, torch 2.14.1, onnxruntime 1.32.0, openvino 2026.4.1. Geometric mean of img/s over the 8
+    (model, batch) cells of bench_models.md, relative to OpenVINO:
+
+    - fp32: openvino 1.00 >= onnxruntime 0.99 (within 3 % of each other in every cell but xception at
+      batch 32, where OpenVINO is 12 % faster; 1.00 in inference_cpu.md) > torch 0.65 (BN folded,
+      channels_last: what :class:`TorchRuntime` runs);
+    - bf16: openvino (bf16 hint) 1.00 > torch bf16 0.64 (inference_cpu.md); ONNX Runtime runs fp32 only.
+
+    "torch" is always installed, so every order ends with it.
+    """
+    if precision not in AUTO_ORDER:
+        raise ValueError(f"precision must be one of {', '.join(AUTO_ORDER)}, got {precision!r}")
     have = available_backends()
-    if have["openvino"]:
-        return "openvino"
-    if have["onnxruntime"] and precision == "fp32":
-        return "onnxruntime"
-    return "torch"
+    return next(b for b in AUTO_ORDER[precision] if have.get(b) or b == "torch")
+
+
+def state_digest(state: Any, meta: ModelMeta) -> str:
+    """``sha256:...`` of a state dict's names, dtypes, shapes and bytes, and of the model's metadata
+    (classes, preprocessing): equal exactly when the model computes and names the same thing."""
+    h = hashlib.sha256(meta.to_json().encode())
+    for key in sorted(state):
+        value = state[key]
+        if not isinstance(value, torch.Tensor):  # a module's extra state: hashed by its text
+            h.update(f"\n{key}|{value!r}".encode())
+            continue
+        t = value.detach().cpu().contiguous()
+        h.update(f"\n{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return "sha256:" + h.hexdigest()
+
+
+def file_digest(paths: Sequence[str | os.PathLike], meta: ModelMeta | None = None) -> str:
+    """``sha256:...`` of files' bytes (in order, not their names), and of the metadata when given."""
+    h = hashlib.sha256(meta.to_json().encode() if meta is not None else b"")
+    for i, p in enumerate(paths):
+        h.update(f"\nfile {i}|".encode())
+        with open(p, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+    return "sha256:" + h.hexdigest()
 
 
 def _load_source(source: Any, classes: Sequence[str] | None, image_size: int | None, ema: bool):
@@ -54,7 +95,8 @@ def _load_source(source: Any, classes: Sequence[str] | None, image_size: int | N
     from ..eval import load_trained
 
     trained = load_trained(path, ema=ema)
-    return trained.model, None, ModelMeta.from_trained(trained)
+    meta = ModelMeta.from_trained(trained)
+    return trained.model, None, meta if classes is None else _with_classes(meta, classes)
 
 
 def _with_classes(meta: ModelMeta, classes: Sequence[str]) -> ModelMeta:
@@ -74,21 +116,32 @@ class Predictor:
         backend: "auto", "torch", "onnxruntime" or "openvino".
         threads: intra-op threads (default: PyTorch's setting, i.e. the cores).
         precision: "fp32" or "bf16" (torch and openvino; bf16 needs a CPU with native bf16 to pay off).
+        allow_torchscript: load a TorchScript (.ts) artefact. Off by default: a TorchScript file is code
+            that runs when it is loaded, so load one only from a source you trust.
+
+    ``digest`` ("sha256:...") identifies the model it runs: the weights it loaded and its metadata (for an
+    artefact, the file's bytes), whatever the backend; bulk prediction resumes a CSV only under the same one.
     """
 
     def __init__(self, source: Any, backend: str = "auto", *, threads: int | None = None,
                  precision: str = "fp32", classes: Sequence[str] | None = None, image_size: int | None = None,
-                 ema: bool = False) -> None:
+                 ema: bool = False, allow_torchscript: bool = False) -> None:
         if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {', '.join(BACKENDS)}, got {backend!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         model, artefact, meta = _load_source(source, classes, image_size, ema)
         if artefact is not None:
-            self.runtime, meta = self._from_artefact(artefact, backend, threads, precision)
+            from .export import artefact_files
+
+            self.runtime, meta = self._from_artefact(artefact, backend, threads, precision, allow_torchscript)
             if classes is not None:
                 meta = _with_classes(meta, classes)
+            self.digest: str = file_digest(artefact_files(artefact), meta)
+            self.source: str = str(artefact)
         else:
+            self.digest = state_digest(model.state_dict(), meta)  # before any folding: the model as given
+            self.source = str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
             self.runtime = self._from_module(model, meta, backend, threads, precision)
         self.meta: ModelMeta = meta
         self.classes: list[str] = list(meta.classes)
@@ -110,13 +163,13 @@ class Predictor:
         return OpenVINORuntime(to_openvino(model, meta, dynamic_batch=True), precision=precision, threads=threads)
 
     @staticmethod
-    def _from_artefact(path: Path, backend: str, threads: int | None, precision: str):
+    def _from_artefact(path: Path, backend: str, threads: int | None, precision: str, allow_torchscript: bool):
         from .export import artefact_format, load_artefact
 
         fmt = artefact_format(path)
         native = {"onnx": "onnxruntime", "openvino": "openvino"}.get(fmt, "torch")
         if backend in ("auto", native):
-            return load_artefact(path, threads=threads, precision=precision)
+            return load_artefact(path, threads=threads, precision=precision, allow_torchscript=allow_torchscript)
         raise ValueError(f"{path} is a {fmt} artefact: it runs on backend {native!r}, not {backend!r}")
 
     # --- inputs ------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .export import embed_onnx_meta, load_artefact, to_onnx_bytes, to_openvino
 from ..eval import eval_batches, open_split, topk_accuracy
+from ..utils.fileio import atomic_write_text
+from .export import artefact_files, embed_onnx_meta, load_artefact, staged_artefact, to_onnx_bytes, to_openvino
 from .fuse import inference_model
 from .meta import EXTRA_FILE, META_KEY, ModelMeta
 from .runtimes import require
@@ -190,20 +191,25 @@ def quantize_model(model: nn.Module, meta: ModelMeta, out: str | os.PathLike, ba
         raise ValueError(f"a {backend} int8 artefact's name must end in {QUANT_BACKENDS[backend]}, got {out.name!r}")
     if not calib or sum(len(b) for b in calib) == 0:
         raise ValueError("quantization needs calibration images: got none")
-    out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     model = model.eval()
-    {"openvino": _openvino, "onnxruntime": _onnxruntime, "torch": _torch}[backend](model, meta, calib, out)
-    seconds = time.perf_counter() - t0
     fp32 = int8 = None
     n_val = 0
-    if val_batches is not None:
-        runtime, _ = load_artefact(out)
-        with torch.no_grad():
-            fp32, n_val = top1(lambda x: model(torch.from_numpy(x)).numpy(), val_batches())
-        int8, _ = top1(runtime, val_batches())
-    size = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if backend == "openvino" else 0)
+    # written under a temporary name and renamed once complete (and validated): never a half-written file
+    # at ``out``, nor an OpenVINO .xml without its .bin
+    with staged_artefact(out) as tmp:
+        {"openvino": _openvino, "onnxruntime": _onnxruntime, "torch": _torch}[backend](model, meta, calib, tmp)
+        seconds = time.perf_counter() - t0
+        runtime, got = load_artefact(tmp)  # it loads, with its metadata, before it takes its name
+        if got.extra.get("precision") != "int8":
+            raise RuntimeError(f"the {backend} int8 artefact lost its metadata: read {got}")
+        if val_batches is not None:
+            with torch.no_grad():
+                fp32, n_val = top1(lambda x: model(torch.from_numpy(x)).numpy(), val_batches())
+            int8, _ = top1(runtime, val_batches())
+        del runtime
+    size = sum(f.stat().st_size for f in artefact_files(out))
     report = QuantizeReport(backend, str(out), sum(len(b) for b in calib), calib_source, n_val, val_source,
                             fp32, int8, size, seconds)
-    out.with_name(out.name + ".quantize.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    atomic_write_text(out.with_name(out.name + ".quantize.json"), json.dumps(report.to_dict(), indent=2) + "\n")
     return report

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -18,6 +17,8 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 from torch import Tensor
+
+from ..utils.fileio import atomic_path
 
 __all__ = ["LoadReport", "read_state_dict", "load_weights", "save_weights", "adapt_first_conv"]
 
@@ -167,7 +168,7 @@ def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, Ten
 
 def save_weights(model_or_state: nn.Module | Mapping[str, Tensor], path: str | os.PathLike,
                  metadata: Mapping[str, str] | None = None) -> Path:
-    """Write a state dict as safetensors, atomically (temp file, fsync, rename)."""
+    """Write a state dict as safetensors, atomically (:func:`resnetlab.utils.fileio.atomic_path`)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -176,15 +177,6 @@ def save_weights(model_or_state: nn.Module | Mapping[str, Tensor], path: str | o
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     meta = {"format": "pt", **{str(k): str(v) for k, v in (metadata or {}).items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:  # temp file, fsync, rename, folder fsync; the old file until then
+        save_file(tensors, str(tmp), metadata=meta)
     return path
