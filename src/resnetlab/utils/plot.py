@@ -40,13 +40,15 @@ def plain_number(v: float, _pos: object = None) -> str:
     return f"{v:.0e}"
 
 
-def _style(ax, xlabel: str, ylabel: str, title: str, log_y: bool, log_x: bool = False) -> None:
+def _style(ax, xlabel: str, ylabel: str, title: str, log_y: bool, log_x: bool = False,
+           categorical_x: bool = False) -> None:
     if log_y:
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(LogLocator(base=10, numticks=12))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))  # no "4x10^2" between the decades
     if log_x:
         ax.set_xscale("log")
-    for axis in (ax.xaxis, ax.yaxis):
+    for axis in (ax.yaxis,) if categorical_x else (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(FuncFormatter(plain_number))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -54,6 +56,15 @@ def _style(ax, xlabel: str, ylabel: str, title: str, log_y: bool, log_x: bool = 
         ax.set_title(title, fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
+
+
+def _colour(i: int, n: int):
+    """The i-th of n distinct colours: tab10 up to 10, tab20 up to 20, then evenly spaced hues."""
+    if n <= 10:
+        return plt.get_cmap("tab10")(i)
+    if n <= 20:
+        return plt.get_cmap("tab20")(i)
+    return plt.get_cmap("hsv")(i / n)
 
 
 def line_figure(series: Series, *, title: str = "", xlabel: str = "", ylabel: str = "", log_y: bool = False,
@@ -71,7 +82,7 @@ def line_figure(series: Series, *, title: str = "", xlabel: str = "", ylabel: st
         fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     groups = dict(groups or {})
     order = list(dict.fromkeys(groups.get(k, k) for k in pts))
-    colours = {g: plt.get_cmap("tab10")(i % 10) for i, g in enumerate(order)}
+    colours = {g: _colour(i, len(order)) for i, g in enumerate(order)}
     for name, p in pts.items():
         if not p:
             continue
@@ -111,12 +122,12 @@ def grouped_bars(values: Mapping[str, Mapping[str, float | None]], *, title: str
         xs = [i + (j - (len(inner) - 1) / 2) * width for i in range(len(outer))]
         ys = [values[o].get(key) for o in outer]
         bars = ax.bar([x for x, y in zip(xs, ys) if y is not None], [y for y in ys if y is not None], width,
-                      label=key, color=plt.get_cmap("tab10")(j % 10))
+                      label=key, color=_colour(j, len(inner)))
         if annotate and len(inner) * len(outer) <= 40:
             ax.bar_label(bars, labels=[plain_number(round(b.get_height(), 1)) for b in bars], fontsize=7,
                          padding=1)
     ax.set_xticks(range(len(outer)), outer)
-    _style(ax, "", ylabel, title, log_y)
+    _style(ax, "", ylabel, title, log_y, categorical_x=True)
     ax.grid(False, axis="x")
     ax.legend(fontsize=8, frameon=False)
     return fig if fig is not None else ax.figure
