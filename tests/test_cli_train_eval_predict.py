@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from resnetlab.cli import main
 from train_helpers import cli_args, run_cli, tiny_config, write_tree
 
 
@@ -60,20 +61,31 @@ def test_predict_handles_any_size_and_mode(trained, tmp_path):
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
     out = run_cli("predict", "--checkpoint", str(run), str(bad), check=False)
-    assert out.returncode == 2 and "bad.jpg" in out.stderr
+    assert out.returncode == 1 and "bad.jpg" in out.stderr  # an unreadable image: named, and exit status 1
 
 
-def test_train_rejects_bad_arguments(tmp_path):
-    out = run_cli("train", "--lr", "fast", "--data", str(tmp_path), check=False)
-    assert out.returncode == 2 and "lr must be float, got 'fast'" in out.stderr
-    out = run_cli("train", "--config", "cifar10-resnet19", check=False)
-    assert out.returncode == 2 and "cifar10-resnet18" in out.stderr
-    out = run_cli("train", "--data", str(tmp_path / "nowhere"), "--dry-run", "--out", str(tmp_path / "r"), check=False)
-    assert out.returncode == 2 and "nowhere" in out.stderr
+def test_train_rejects_bad_arguments(tmp_path, capsys):
+    assert main(["train", "--lr", "fast", "--data", str(tmp_path)]) == 2
+    assert "lr must be float, got 'fast'" in capsys.readouterr().err
+    assert main(["train", "--config", "cifar10-resnet19"]) == 2
+    assert "cifar10-resnet18" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--dry-run", "--out", str(tmp_path / "r")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path), "--overwrite"]) == 2
+    assert "contradict" in capsys.readouterr().err
 
 
-def test_dry_run(tmp_path):
+def test_dry_run(tmp_path, capsys, monkeypatch):
     tree = write_tree(tmp_path / "colours")
     cfg = tiny_config(tree, tmp_path / "dry", epochs=50)
-    summary = json.loads(run_cli("train", *cli_args(cfg), "--dry-run").stdout)
+    assert main(["train", *cli_args(cfg), "--dry-run"]) == 0
+    summary = json.loads(capsys.readouterr().out)
     assert summary["epochs"] == 1 and summary["steps"] == 2
+    # without --out, a dry run goes to runs/dry-run, its own scratch folder, replaced each time
+    monkeypatch.chdir(tmp_path)
+    args = [a for a in cli_args(cfg) if a != str(tmp_path / "dry")]
+    args.remove("--out")
+    for _ in range(2):
+        assert main(["train", *args, "--dry-run"]) == 0
+    rows = (tmp_path / "runs" / "dry-run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 1

@@ -1,128 +1,67 @@
-import math
-import struct
+"""TensorBoard event files of a run (torch.utils.tensorboard.SummaryWriter), read back by TensorBoard itself."""
+
+import json
+import shutil
+import time
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from resnetlab.utils import EventWriter, read_scalars
-from resnetlab.utils.tensorboard import crc32c, masked_crc32c
-
-
-def _records(data: bytes) -> list[bytes]:
-    out, pos = [], 0
-    while pos < len(data):
-        (n,) = struct.unpack("<Q", data[pos:pos + 8])
-        out.append(data[pos + 12:pos + 12 + n])
-        pos += 12 + n + 4
-    return out
+from resnetlab.train.engine import fit
+from train_helpers import tiny_config, write_tree
 
 
-def test_crc32c_check_values():
-    assert crc32c(b"123456789") == 0xE3069283  # the CRC catalogue's check value for CRC-32C
-    assert crc32c(b"") == 0
-    assert crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4: 32 bytes of zeros
-    assert crc32c(b"\xff" * 32) == 0x62A8AB43  # RFC 3720 B.4: 32 bytes of ones
-    crc = crc32c(b"abc")
-    assert masked_crc32c(b"abc") == ((crc >> 15 | crc << 17) + 0xA282EAD8) % 2**32
-
-
-def test_file_name_and_exact_bytes(tmp_path):
-    with EventWriter(tmp_path / "run") as w:
-        w.add_scalar("a", 0.5, 3, wall_time=1.0)
-    (path,) = (tmp_path / "run").iterdir()
-    assert path.name.startswith("events.out.tfevents.") and path == w.path
-    data = path.read_bytes()
-    first, second = _records(data)
-    assert first[:1] == b"\x09" and first[9:] == b"\x1a\x0dbrain.Event:2"  # wall_time, file_version
-    value = b"\x0a\x01a" + b"\x15" + struct.pack("<f", 0.5)  # Value{tag: "a", simple_value: 0.5}
-    summary = b"\x0a" + bytes([len(value)]) + value
-    assert second == b"\x09" + struct.pack("<d", 1.0) + b"\x10\x03" + b"\x2a" + bytes([len(summary)]) + summary
-    # framing: length, masked CRC of the length, data, masked CRC of the data
-    header = data[:8]
-    assert struct.unpack("<I", data[8:12])[0] == masked_crc32c(header)
-    n = struct.unpack("<Q", header)[0]
-    assert struct.unpack("<I", data[12 + n:16 + n])[0] == masked_crc32c(data[12:12 + n])
-
-
-def test_round_trip(tmp_path):
-    with EventWriter(tmp_path) as w:
-        w.add_scalar("train/loss", 2.5, 0)
-        w.add_scalar("train/loss", 0.1, 1)
-        w.add_scalars({"val/top1": 0.75, "val/ünïcode": -3, "lr": 1e-4}, step=2**40)
-        w.add_scalar("neg_step", float("inf"), -7)
-        w.add_scalars({}, 5)  # nothing to write
-    got = read_scalars(tmp_path)
-    assert [(t, s) for t, s, _ in got] == [
-        ("train/loss", 0), ("train/loss", 1), ("val/top1", 2**40), ("val/ünïcode", 2**40), ("lr", 2**40),
-        ("neg_step", -7),
-    ]
-    values = [v for _, _, v in got]
-    assert values[:5] == pytest.approx([2.5, 0.1, 0.75, -3.0, 1e-4], rel=1e-6)  # stored as float32
-    assert math.isinf(values[5])
-
-
-def test_flush_makes_records_readable_before_close(tmp_path):
-    w = EventWriter(tmp_path, flush_secs=3600)
-    w.add_scalar("x", 1.0, 1)
-    w.flush()
-    assert read_scalars(w.path) == [("x", 1, 1.0)]
-    w.close()
-    w.close()  # idempotent
-    with pytest.raises(ValueError, match="is closed"):
-        w.add_scalar("x", 2.0, 2)
-
-
-def test_two_writers_in_one_directory(tmp_path):
-    with EventWriter(tmp_path) as a, EventWriter(tmp_path) as b:
-        a.add_scalar("a", 1.0, 1)
-        b.add_scalar("b", 2.0, 1)
-    assert a.path != b.path
-    assert sorted(read_scalars(tmp_path)) == [("a", 1, 1.0), ("b", 1, 2.0)]
-
-
-@pytest.mark.parametrize("where", ["length", "payload", "data_crc"])
-def test_corruption_is_detected(tmp_path, where):
-    with EventWriter(tmp_path) as w:
-        w.add_scalar("loss", 1.0, 1)
-    data = bytearray(w.path.read_bytes())
-    first_len = struct.unpack("<Q", data[:8])[0]
-    second = 16 + first_len  # start of the second record
-    offset = {"length": second + 1, "payload": second + 14, "data_crc": len(data) - 1}[where]
-    data[offset] ^= 0x01
-    w.path.write_bytes(bytes(data))
-    with pytest.raises(ValueError, match="CRC mismatch"):
-        read_scalars(w.path)
-
-
-def test_truncated_file_is_detected(tmp_path):
-    with EventWriter(tmp_path) as w:
-        w.add_scalar("loss", 1.0, 1)
-    w.path.write_bytes(w.path.read_bytes()[:-3])
-    with pytest.raises(ValueError, match="truncated record"):
-        read_scalars(w.path)
-
-
-def test_bad_arguments(tmp_path):
-    with EventWriter(tmp_path) as w:
-        with pytest.raises(ValueError, match="tag must be a non-empty str, got ''"):
-            w.add_scalar("", 1.0, 0)
-        with pytest.raises(ValueError, match="'loss' must be a number, got 'high'"):
-            w.add_scalar("loss", "high", 0)
-        with pytest.raises(ValueError, match="step must be an int, got 1.5"):
-            w.add_scalar("loss", 1.0, 1.5)
-    with pytest.raises(FileNotFoundError):
-        read_scalars(tmp_path / "missing")
-
-
-def test_tensorboard_reads_it(tmp_path):
-    pytest.importorskip("tensorboard", reason="the tensorboard package is not installed (not a dependency)")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    with EventWriter(tmp_path) as w:
-        for step in range(5):
-            w.add_scalars({"loss": 1.0 / (step + 1), "acc": step / 10}, step)
-    acc = EventAccumulator(str(tmp_path))
+def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    acc = EventAccumulator(str(run_dir))
     acc.Reload()
-    assert set(acc.Tags()["scalars"]) == {"loss", "acc"}
-    loss = acc.Scalars("loss")
-    assert [e.step for e in loss] == list(range(5))
-    assert [e.value for e in loss] == pytest.approx([1.0 / (s + 1) for s in range(5)], rel=1e-6)
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def _rows(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_events_match_rows(run_dir, steps_per_epoch: int) -> None:
+    scalars, rows = _scalars(run_dir), _rows(run_dir)
+    row_keys = {k for r in rows for k in r} - {"epoch"}
+    assert row_keys <= set(scalars), f"not in TensorBoard: {row_keys - set(scalars)}"
+    for key in row_keys:
+        want = [(r["epoch"] * steps_per_epoch, r[key]) for r in rows if key in r]
+        got = scalars[key]
+        assert [s for s, _ in got] == [s for s, _ in want], key
+        assert [v for _, v in got] == pytest.approx([v for _, v in want], rel=1e-6, abs=1e-30), key  # float32
+
+
+def test_event_files_hold_the_metrics_rows(tmp_path):
+    tree = write_tree(tmp_path / "colours", val=4)  # 48 train images: 4 batches of 12 per epoch
+    result = fit(tiny_config(tree, tmp_path / "run", epochs=3, ema_decay=0.9))
+    run = result.run_dir
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    _assert_events_match_rows(run, steps_per_epoch=4)
+    scalars = _scalars(run)
+    assert {"train_loss", "train_acc", "val_top1", "val_top5", "ema_top1", "lr"} <= set(scalars)
+    # best.pt's one test evaluation, at the last step
+    assert scalars["test_top1"] == [(12, pytest.approx(result.summary["test_top1"], rel=1e-6))]
+
+
+def _next_second() -> None:
+    """TensorBoard reads event files in name order, which is creation second, host, pid, then a per-process
+    counter (where "10" sorts before "9"): runs a second apart in one process keep their order."""
+    time.sleep(1.0 - time.time() % 1.0 + 0.01)
+
+
+def test_a_resumed_run_purges_the_steps_it_redoes(tmp_path):
+    """Resumed from an epoch-1 checkpoint after epoch 2 was already logged: TensorBoard shows each epoch once,
+    with the values of the run that finished."""
+    tree = write_tree(tmp_path / "colours", val=4)
+    run = tmp_path / "run"
+    fit(tiny_config(tree, run, epochs=1))
+    shutil.copy(run / "last.pt", tmp_path / "epoch1.pt")
+    _next_second()
+    fit(resume=run, epochs=2)
+    shutil.copy(tmp_path / "epoch1.pt", run / "last.pt")  # as if killed after epoch 2's row, before its checkpoint
+    _next_second()
+    fit(resume=run, epochs=2)
+    assert len(list(run.glob("events.out.tfevents.*"))) == 3
+    assert [r["epoch"] for r in _rows(run)] == [1, 2]
+    _assert_events_match_rows(run, steps_per_epoch=4)

@@ -16,10 +16,13 @@ COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 50, 40)}
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_tree(root: Path, train: int = 16, test: int = 4, size: int = 8, seed: int = 0) -> Path:
-    """root/{train,test}/<colour>/NN.png: noisy images whose mean colour gives the class."""
+def write_tree(root: Path, train: int = 16, test: int = 4, size: int = 8, seed: int = 0, val: int = 0) -> Path:
+    """root/{train,test}/<colour>/NN.png (and val/ with ``val`` > 0): noisy images whose mean colour gives the
+    class. Without val/, training holds out a seeded 10 % of train/ as its validation split."""
     rng = np.random.default_rng(seed)
-    for split, n in (("train", train), ("test", test)):
+    for split, n in (("train", train), ("val", val), ("test", test)):
+        if not n:
+            continue
         for cls, rgb in COLOURS.items():
             folder = root / split / cls
             folder.mkdir(parents=True, exist_ok=True)
@@ -30,10 +33,11 @@ def write_tree(root: Path, train: int = 16, test: int = 4, size: int = 8, seed: 
 
 
 def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
-    """ResNet-8 (one block per stage) on 8x8 images; threads=1 so runs are bit-reproducible."""
+    """ResNet-8 (one block per stage) on 8x8 images; FP32 NCHW (amp off) and threads=1, so runs are
+    bit-reproducible."""
     values = dict(model="resnet20", model_kwargs={"layers": (1, 1, 1)}, data=str(data), out=str(out),
                   cache_dir=str(out.parent / "cache"), epochs=2, batch_size=12, eval_batch_size=12, lr=0.05,
-                  weight_decay=5e-4, schedule="cosine", eval_split="test", threads=1, workers=0, log_every_s=0.0)
+                  weight_decay=5e-4, schedule="cosine", amp="off", threads=1, workers=0, log_every_s=0.0)
     values.update(overrides)
     return TrainConfig(**values)
 

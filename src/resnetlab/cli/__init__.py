@@ -96,12 +96,16 @@ def _add_train(sub) -> None:
                        description="Train per a recipe (--config) with any config key overridden as --key value.")
     t.add_argument("--config", metavar="RECIPE", help="shipped recipe name or a YAML path (resnetlab recipes)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
-    t.add_argument("--dry-run", action="store_true", help="1 epoch of 2 batches + 2 eval batches: a smoke test")
+    t.add_argument("--overwrite", action="store_true",
+                   help="train into --out even if it holds another run: its metrics, events, checkpoints, summary "
+                        "and logs are removed first (other files are kept)")
+    t.add_argument("--dry-run", action="store_true", help="1 epoch of 2 batches + 2 eval batches: a smoke test "
+                                                          "(into runs/dry-run, replaced each time, unless --out)")
     helps = _field_help()
     for f in fields(TrainConfig):
         if f.name == "model_kwargs":
             continue
-        boolean = f.type == "bool"
+        boolean = f.type in ("bool", "bool | None")  # --channels-last alone means true; auto/none: None
         t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, help=helps.get(f.name),
                        nargs="?" if boolean else None, const="true" if boolean else None,
                        metavar="BOOL" if boolean else f.name.upper())
@@ -113,29 +117,30 @@ def _add_train(sub) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from ..train.config import TrainConfig, load_config, recipe_path
-    from ..train.engine import TrainingDiverged, train
+    from ..train.config import RESUMABLE, TrainConfig, load_config, recipe_path
+    from ..train.engine import TrainingDiverged, fit
 
     names = {f.name for f in fields(TrainConfig)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     if args.model_kwargs is not None:
         base = load_config(args.config).model_kwargs if args.config else {}
         overrides["model_kwargs"] = {**base, **parse_kwargs(args.model_kwargs)}
+    overwrite = args.overwrite
     if args.dry_run:
         overrides.update(epochs=1, limit_train_batches=2, limit_eval_batches=2, max_steps=None)
-        overrides.setdefault("out", "runs/dry-run")
+        if "out" not in overrides:  # the smoke test's own scratch folder
+            overrides["out"], overwrite = "runs/dry-run", args.overwrite or not args.resume
     if args.resume:
-        keep = ("epochs", "max_steps", "device", "threads")  # what a resumed run may change
-        cfg = load_config(None, {k: v for k, v in overrides.items() if k in keep})
+        cfg = load_config(None, {k: v for k, v in overrides.items() if k in RESUMABLE})
     else:
         cfg = load_config(recipe_path(args.config) if args.config else None, overrides)
     try:
-        summary = train(cfg, resume=args.resume)
+        result = fit(cfg, resume=args.resume, overwrite=overwrite)
     except TrainingDiverged as e:
         print(f"resnetlab train: stopped: {e}", file=sys.stderr)
         return 3
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(result.summary, indent=2))
     return 0
 
 
@@ -254,11 +259,11 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from ..analysis.report import read_report, to_html
+    from ..utils.fileio import atomic_write_text
 
     text = read_report(args.run_dir)
     if args.html:
-        path = Path(args.run_dir) / "report.html"
-        path.write_text(to_html(text))
+        path = atomic_write_text(Path(args.run_dir) / "report.html", to_html(text))
         print(path)
     else:
         print(text)

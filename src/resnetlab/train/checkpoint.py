@@ -1,9 +1,10 @@
-"""Checkpoints that are never half-written and always load without unpickling.
+"""Checkpoints that are never half-written, never hold non-finite weights, and load without unpickling.
 
 A checkpoint holds model, optimizer, scheduler, scaler, EMA, every RNG state and the position
 in the epoch, as tensors and plain Python values only, so ``torch.load(weights_only=True)``
 reads it. Writes go to a temp file in the same folder, are fsync'ed, then renamed over the
-old file: a run killed at any instant leaves the previous checkpoint intact.
+old file: a run killed at any instant leaves the previous checkpoint intact. A state whose
+weights hold NaN or inf is refused, so the last checkpoint on disk is always a usable one.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ import torch
 from ..eval.loading import FORMAT, read_checkpoint
 from ..utils.fileio import atomic_path
 
-__all__ = ["FORMAT", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["FORMAT", "TrainingDiverged", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
+           "non_finite"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became NaN/inf (or AMP skipped too many steps); the last good checkpoint is kept."""
+
 
 def rng_state() -> dict[str, Any]:
     """Every RNG a training step may touch: torch (CPU and CUDA), numpy, Python."""
@@ -45,8 +52,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or inf (one device sync for all of them)."""
+    names = [k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point()]
+    if not names:
+        return []
+    ok = torch.stack([torch.isfinite(tensors[k]).all() for k in names]).tolist()
+    return [k for k, good in zip(names, ok) if not good]
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` atomically (temp file, fsync, rename, fsync of the folder)."""
+    """Write ``state`` atomically (temp file, fsync, rename, fsync of the folder).
+
+    Refuses (TrainingDiverged, nothing written) a state whose ``model`` or ``ema`` weights are not finite.
+    """
+    for part in ("model", "ema"):
+        bad = non_finite(state.get(part) or {})
+        if bad:
+            raise TrainingDiverged(f"refusing to write {path}: the {part} weights {', '.join(bad[:5])} hold NaN or "
+                                   f"inf; the previous checkpoint is kept")
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
     return Path(path)

@@ -10,14 +10,20 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from dataclasses import dataclass, field, fields
+import warnings
+from dataclasses import InitVar, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-__all__ = ["TrainConfig", "load_config", "list_recipes", "recipe_path", "save_config"]
+from ..utils.fileio import atomic_write_text
+from ..utils.hardware import AMP_CHOICES
+
+__all__ = ["TrainConfig", "RESUMABLE", "load_config", "list_recipes", "recipe_path", "save_config", "resumed_config"]
+
+RESUMABLE = ("epochs", "max_steps", "device", "threads")  # what a resumed run may change
 
 
 def _f(default: Any = None, help: str = "", *, factory: Any = None) -> Any:
@@ -37,8 +43,9 @@ class TrainConfig:
     weights: str | None = _f(None, "initial weights (state dict / safetensors / checkpoint) to fine-tune from")
     # --- data ---
     data: str | None = _f(None, "folder (train/ + val/ or test/), CIFAR-10 archive/folder or MedMNIST .npz")
-    val_split: float = _f(0.0, ">0: hold out this fraction of train/ as validation (seeded, stratified)")
-    eval_split: str = _f("val", "split evaluated each epoch: 'val' (falls back to test/) or 'test'")
+    val_split: float = _f(0.0, "validation split, evaluated each epoch to select best.pt: 0 (auto) uses the data's own "
+                               "val split, else holds out 0.1 of train; >0 always holds out this fraction of train "
+                               "(seeded, stratified). The test split is evaluated once, at the end")
     cache_dir: str | None = _f(None, "uint8 cache of small images (default ~/.cache/resnetlab)")
     download: bool = _f(False, "no data found: fetch CIFAR-10's official archive (md5-checked) into the cache")
     strict_data: bool = _f(False, "an unreadable image is an error instead of a reported skip")
@@ -73,8 +80,9 @@ class TrainConfig:
     grad_clip: float = _f(0.0, "clip the global grad norm to this (0: off)")
     ema_decay: float = _f(0.0, "EMA of weights (0: off; e.g. 0.999), evaluated alongside the model")
     # --- speed ---
-    amp: str = _f("none", "'none', 'bf16' (CPU or CUDA) or 'fp16' (CUDA, with a GradScaler)")
-    channels_last: bool = _f(False, "NHWC memory format (faster with bf16 on CPU and on tensor cores)")
+    amp: str = _f("auto", "'auto' (bf16 on CUDA and on CPUs with native bf16, else off), 'off' (FP32), 'bf16', or "
+                          "'fp16' (CUDA, with a GradScaler); 'none' means 'off'")
+    channels_last: bool | None = _f(None, "NHWC memory format; None (auto): on iff amp resolves to bf16 or fp16")
     compile: bool = _f(False, "torch.compile the model")
     threads: int | None = _f(None, "torch intra-op threads (None: torch's default)")
     device: str = _f("auto", "'auto', 'cpu', 'cuda', 'cuda:1', ...")
@@ -89,7 +97,14 @@ class TrainConfig:
     sync_bn: bool = _f(False, "SyncBatchNorm under DDP")
     limit_train_batches: int | None = _f(None, "smoke runs: stop each epoch after N batches")
     limit_eval_batches: int | None = _f(None, "smoke runs: evaluate only N batches")
+    # --- gone: accepted (with a warning) from code and saved configs written before it went ---
+    eval_split: InitVar[str | None] = None
 
+    def __post_init__(self, eval_split: str | None) -> None:
+        if self.amp == "none":  # the old name of "off" (recipes and checkpoints before amp="auto")
+            object.__setattr__(self, "amp", "off")
+        if eval_split is not None:
+            _warn_eval_split(eval_split)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return from_dict({**to_dict(self), **changes})
@@ -97,10 +112,16 @@ class TrainConfig:
 
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
 _CHOICES = {
-    "preset": ("cifar", "imagenet"), "optimizer": ("sgd", "adamw"), "amp": ("none", "bf16", "fp16"),
+    "preset": ("cifar", "imagenet"), "optimizer": ("sgd", "adamw"), "amp": AMP_CHOICES,
     "schedule": ("cosine", "step", "multistep", "onecycle", "constant"), "milestone_unit": ("epoch", "step"),
-    "auto_augment": (None, "trivial", "randaugment"), "eval_split": ("val", "test"),
+    "auto_augment": (None, "trivial", "randaugment"),
 }
+
+
+def _warn_eval_split(value: Any, stacklevel: int = 4) -> None:
+    warnings.warn(f"eval_split is no longer a setting (got {value!r}); ignored: each epoch evaluates on the "
+                  "validation split (val_split), best.pt is selected on it, and the test split is evaluated once, "
+                  "at the end", FutureWarning, stacklevel=stacklevel)
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -124,6 +145,8 @@ def _coerce(name: str, value: Any) -> Any:
     optional = typ.endswith("| None")
     base = typ.split(" |")[0]
     if isinstance(value, str) and value.lower() in ("none", "null") and (optional or name == "auto_augment"):
+        return None
+    if name == "channels_last" and isinstance(value, str) and value.lower() == "auto":
         return None
     if value is None:
         if not optional:
@@ -156,6 +179,9 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def from_dict(values: Mapping[str, Any], source: str = "config") -> TrainConfig:
+    if "eval_split" in values:  # saved configs and recipes from before it went
+        _warn_eval_split(values["eval_split"], stacklevel=3)
+        values = {k: v for k, v in values.items() if k != "eval_split"}
     unknown = [k for k in values if k not in _FIELDS]
     if unknown:
         hints = "; ".join(f"{k!r}" + (f" (did you mean {', '.join(difflib.get_close_matches(k, _FIELDS, 3))}?)"
@@ -205,5 +231,15 @@ def load_config(recipe: str | os.PathLike | None = None, overrides: Mapping[str,
     return from_dict({**values, **dict(overrides or {})})
 
 
+def resumed_config(saved: Mapping[str, Any], changes: TrainConfig, run_dir: str | os.PathLike) -> TrainConfig:
+    """The config of a run resumed in ``run_dir``: the one its checkpoint saved, with the :data:`RESUMABLE`
+    fields that ``changes`` sets (to other than their defaults)."""
+    values = dict(saved)
+    default = TrainConfig()
+    values.update({k: getattr(changes, k) for k in RESUMABLE if getattr(changes, k) != getattr(default, k)})
+    values["out"] = str(run_dir)
+    return from_dict(values)
+
+
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,30 +1,40 @@
-"""From a training config to batches: which data, in which order, augmented how.
+"""From a training config to batches: which data, which splits, in which order, augmented how.
 
 The batch iterators themselves live in :mod:`resnetlab.data.batches` (evaluation uses them too);
-this module only decides, from a :class:`TrainConfig`, which data set, augmentation and slice of
-each global batch a process gets.
+this module only decides, from a :class:`TrainConfig`, which data set and splits a run uses, the
+augmentation, and the slice of each global batch a process gets.
+
+Splits: ``train`` is trained on; ``val`` is evaluated every epoch and selects ``best.pt`` (the data's
+own val split, else a seeded stratified part held out of train); ``test``, when the data has one, is
+evaluated once, on ``best.pt``, after training. Model selection never looks at the test split.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..data import ArrayDataset, BatchAugment, FolderDataset, folder_transform, open_dataset, resolve_data_root
+from ..data import (ArrayDataset, BatchAugment, FolderDataset, available_splits, folder_transform, open_dataset,
+                    resolve_data_root)
 from ..data.batches import ArrayBatches, FolderBatches, generator, mix_seed
 from ..data.preprocess import Preprocess
 from .config import TrainConfig
 from .distributed import DistInfo, barrier
 
-__all__ = ["DataBundle", "build_data", "make_batches", "generator", "mix_seed"]
+__all__ = ["AUTO_VAL_SPLIT", "DataBundle", "build_data", "make_batches", "generator", "mix_seed"]
+
+AUTO_VAL_SPLIT = 0.1  # held out of train (val_split=0, "auto") when the data has no val split of its own
 
 
 @dataclass
 class DataBundle:
     train: ArrayDataset | FolderDataset
-    val: ArrayDataset | FolderDataset
+    val: ArrayDataset | FolderDataset  # evaluated every epoch; selects best.pt
     classes: list[str]
     preprocess: Preprocess  # the evaluation preprocessing (what checkpoints and artefacts carry)
     root: str = ""  # where the data was found (resolved from --data, RESNETLAB_DATA or the cache)
+    test: ArrayDataset | FolderDataset | None = None  # evaluated once, on best.pt; None: the data has none
+    val_split: float = 0.0  # the fraction of train held out as val (0: the data's own val split)
+    seed: int = 0
 
     @property
     def in_chans(self) -> int:
@@ -32,23 +42,44 @@ class DataBundle:
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
-        return list(self.train.skipped) + list(self.val.skipped)
+        """Unreadable files of every split, each once (a held-out val split shares train's list)."""
+        parts = [self.train, self.val] + ([self.test] if self.test is not None else [])
+        return list(dict.fromkeys(s for ds in parts for s in ds.skipped))
+
+    @property
+    def val_source(self) -> str:
+        if self.val_split > 0:
+            return (f"{len(self.val)} images: {self.val_split:g} of the training data, held out seeded with "
+                    f"{self.seed} and stratified")
+        return f"{len(self.val)} images: the data's own val split"
+
+
+def _open_splits(cfg: TrainConfig, *, download: bool, progress: bool) -> tuple:
+    root = resolve_data_root(cfg.data, download=download, cache_dir=cfg.cache_dir)
+    splits = available_splits(root)
+    val_split = cfg.val_split or (0.0 if "val" in splits else AUTO_VAL_SPLIT)
+    kw = dict(val_split=val_split, seed=cfg.seed, cache_dir=cfg.cache_dir, strict=cfg.strict_data, progress=progress)
+    train, val = open_dataset(root, "train", **kw), open_dataset(root, "val", **kw)
+    test = open_dataset(root, "test", **kw) if "test" in splits else None
+    return root, val_split, train, val, test
 
 
 def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
-    """Open the train and evaluation splits (rank 0 first, so only it builds the cache)."""
-    root = resolve_data_root(cfg.data, download=cfg.download and info.is_main, cache_dir=cfg.cache_dir)
-    kw = dict(val_split=cfg.val_split, seed=cfg.seed, cache_dir=cfg.cache_dir, strict=cfg.strict_data)
+    """Find and open the train, val and (if the data has one) test splits.
+
+    Rank 0 goes first: it alone downloads (``--download``) or unpacks the data and builds the cache, while
+    the other ranks wait at a barrier; then they find the data ready and never download.
+    """
     opened: tuple = ()
     for turn in (True, False):
         if info.is_main == turn:
-            opened = (open_dataset(root, "train", progress=info.is_main, **kw),
-                      open_dataset(root, cfg.eval_split, progress=info.is_main, **kw))
+            opened = _open_splits(cfg, download=cfg.download and info.is_main, progress=info.is_main)
         barrier(info)
-    train, val = opened
-    if list(train.classes) != list(val.classes):
-        raise ValueError(f"{root}: the train and {cfg.eval_split} splits have different classes: "
-                         f"{sorted(set(train.classes) ^ set(val.classes))}")
+    root, val_split, train, val, test = opened
+    for name, ds in (("val", val), ("test", test)):
+        if ds is not None and list(train.classes) != list(ds.classes):
+            raise ValueError(f"{root}: the train and {name} splits have different classes: "
+                             f"{sorted(set(train.classes) ^ set(ds.classes))}")
     if cfg.image_size:
         size = cfg.image_size
     elif isinstance(train, ArrayDataset):
@@ -56,12 +87,15 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
     else:
         size = 224
     pre = Preprocess.for_data(cfg.preset, size, train.in_chans)
-    return DataBundle(train, val, list(train.classes), pre, str(root))
+    return DataBundle(train, val, list(train.classes), pre, str(root), test, val_split, cfg.seed)
 
 
-def make_batches(bundle: DataBundle, cfg: TrainConfig, info: DistInfo, *, train: bool):
-    """Training batches (sliced per DDP rank) or evaluation batches (whole, run on rank 0)."""
-    ds = bundle.train if train else bundle.val
+def make_batches(bundle: DataBundle, cfg: TrainConfig, info: DistInfo, *, split: str = "train"):
+    """Training batches (sliced per DDP rank), or evaluation batches of "val" or "test" (whole, run on rank 0)."""
+    train = split == "train"
+    ds = {"train": bundle.train, "val": bundle.val, "test": bundle.test}[split]
+    if ds is None:
+        return None
     info = info if train else DistInfo()
     limit = cfg.limit_train_batches if train else cfg.limit_eval_batches
     bs = cfg.batch_size if train else cfg.eval_batch_size

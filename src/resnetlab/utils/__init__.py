@@ -1,6 +1,5 @@
-"""Small dependency-free helpers: TensorBoard event files and progress reporting."""
+"""Small dependency-free helpers: progress reporting (atomic files: ``utils.fileio``; hardware: ``utils.hardware``)."""
 
 from .progress import Progress, format_duration
-from .tensorboard import EventWriter, read_scalars
 
-__all__ = ["EventWriter", "read_scalars", "Progress", "format_duration"]
+__all__ = ["Progress", "format_duration"]
