@@ -13,13 +13,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..models.layers import ResidualAdd
 
-__all__ = ["LayerGrad", "BlockFlow", "weight_layers", "measure", "ratios"]
+__all__ = ["BlockFlow", "LayerGrad", "measure", "ratios", "weight_layers"]
 
 
 @dataclass

@@ -11,33 +11,96 @@ import csv
 import html
 import json
 import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..utils.env import environment
-from ..utils.fileio import atomic_write_text
+from ..utils.fileio import atomic_open, atomic_write_text
 
-__all__ = ["setup_facts", "write_csv", "write_json", "write_report", "read_report", "to_html"]
+__all__ = [
+    "command_line",
+    "provenance",
+    "read_report",
+    "setup_facts",
+    "to_html",
+    "write_csv",
+    "write_json",
+    "write_provenance",
+    "write_report",
+]
+
+try:
+    from ..utils.env import command_line
+except ImportError:  # an older utils.env without it
+
+    def command_line(argv: Sequence[str] | None = None) -> str:
+        """The command that is running, as one would type it again (``python -m resnetlab ...``)."""
+        argv = list(sys.argv if argv is None else argv)
+        if not argv:
+            return ""
+        first = Path(argv[0])
+        if first.name == "__main__.py":  # python -m PACKAGE
+            head = ["python", "-m", first.parent.name]
+        elif first.suffix == ".py":
+            head = ["python", argv[0]]
+        else:  # a console script (resnetlab, pytest)
+            head = [first.name]
+        return " ".join(shlex.quote(a) for a in head + argv[1:])
+
+
+def _git_dirty() -> bool | None:
+    """``git status --porcelain`` of resnetlab's checkout is not empty (None: not a git checkout)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=30,
+                             cwd=Path(__file__).resolve().parents[1], check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def provenance() -> dict[str, Any]:
+    """What a result came from: git commit and whether the tree was dirty, the exact command, the working
+    folder, the machine and library versions (:func:`resnetlab.utils.env.environment`, completed here
+    where an older version of it lacks a fact)."""
+    facts = environment()
+    if "dirty" not in facts:
+        facts["dirty"] = _git_dirty()
+    facts.setdefault("command", command_line())
+    facts.setdefault("cwd", os.getcwd())
+    return facts
+
+
+def write_provenance(run_dir: Path, facts: Mapping[str, Any]) -> Path:
+    """``provenance.json``: the facts that go with every file of the run folder (CSV and PNG files included)."""
+    return atomic_write_text(Path(run_dir) / "provenance.json", json.dumps(dict(facts), indent=2, default=str))
 
 
 def setup_facts(**extra: Any) -> dict[str, Any]:
-    """Machine, versions and date: the evidence that goes with every figure."""
-    return environment(**extra)
+    """Provenance (machine, versions, date, git commit and dirtiness, command) and the run's own facts:
+    the evidence that goes with every figure."""
+    return {**provenance(), **extra}
 
 
 def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows as CSV (columns: every key, in first-seen order), written atomically. A CSV has no room for
+    provenance: each run folder's ``provenance.json`` (and every JSON file in it) carries that."""
     keys: list[str] = []
     for row in rows:
         keys += [k for k in row if k not in keys]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, path)
 
 
-def write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any, facts: Mapping[str, Any] | None = None) -> None:
+    """``obj`` as JSON, atomically; a mapping gains a ``provenance`` key (``facts``, or collected now)."""
+    if isinstance(obj, Mapping) and "provenance" not in obj:
+        obj = {**obj, "provenance": dict(facts) if facts is not None else provenance()}
     atomic_write_text(path, json.dumps(obj, indent=2, default=str))
 
 
@@ -45,7 +108,8 @@ def write_report(run_dir: Path, *, title: str, question: str, setup: Mapping[str
                  sections: Iterable[str], conclusion: str, plots: Sequence[str] = ()) -> Path:
     """report.md: question, setup (machine, versions, seed, budget), numbers, plots, conclusion."""
     lines = [f"# {title}", "", "## Question", "", question, "", "## Setup", ""]
-    lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in setup.items() if v not in (None, "")]
+    lines += [f"- {k.replace('_', ' ')}: {_fact(k, v, setup)}" for k, v in setup.items()
+              if v not in (None, "", []) and k != "dirty_files"]
     lines += ["", "## Results", ""]
     for section in sections:
         lines += [section, ""]
@@ -55,6 +119,18 @@ def write_report(run_dir: Path, *, title: str, question: str, setup: Mapping[str
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def _fact(key: str, value: Any, setup: Mapping[str, Any]) -> str:
+    if key == "dirty" and value and setup.get("dirty_files"):
+        files = list(setup["dirty_files"])
+        return f"yes ({len(files)}{'+' if len(files) >= 30 else ''} changed files: {', '.join(files[:8])}" + \
+            (", ..." if len(files) > 8 else "") + ")"
+    if key == "dirty":
+        return {True: "yes", False: "no"}.get(value, str(value))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 def read_report(run_dir: str | os.PathLike) -> str:
