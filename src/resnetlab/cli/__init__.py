@@ -200,7 +200,9 @@ def _add_analysis(sub) -> None:
     d.add_argument("--epochs", type=int, help="epochs per net (default: as many as fit --budget-minutes)")
     d.add_argument("--budget-minutes", type=float, default=28.0, help="wall-clock budget for all runs (default 28)")
     d.add_argument("--preset", default="cpu", choices=("cpu", "paper"),
-                   help="cpu: cosine over the budget, bf16; paper: He et al.'s 64k iterations (for a GPU)")
+                   help="cpu: cosine over the budget, amp auto; paper: He et al.'s 64k iterations (for a GPU)")
+    d.add_argument("--zero-init-residual", action="store_true",
+                   help="zero-initialise the last BN of every residual branch (residual nets; the report says so)")
     _common_experiment_args(d, "runs/degradation")
     d.set_defaults(func=_cmd_degradation)
     x = sub.add_parser("experiment", help="smaller claims as experiments: shortcuts (A/B/C), batchnorm")
@@ -228,10 +230,19 @@ def _cmd_gradflow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def _common_experiment_args(p: argparse.ArgumentParser, out: str | None) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--train-batches", type=int, help="train on only this many batches per epoch (smoke runs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=_int_list, help="comma-separated seeds, e.g. 0,1,2 (default: 0,1; the "
+                   "verdicts compare against the seed-to-seed spread)")
+    p.add_argument("--seed", type=int, help="shorthand for --seeds SEED,SEED+1")
     p.add_argument("--threads", type=int)
     p.add_argument("--out", default=out, help=f"run folder (default: {out or 'runs/NAME'})")
 
@@ -241,8 +252,9 @@ def _cmd_degradation(args: argparse.Namespace) -> int:
 
     depths = [int(d) for d in args.depths.split(",") if d.strip()]
     run_degradation(depths, out=args.out, data=args.data, epochs=args.epochs, budget_minutes=args.budget_minutes,
-                    preset=args.preset, seed=args.seed, threads=args.threads, train_batches=args.train_batches,
-                    batch_size=args.batch_size)
+                    preset=args.preset, seeds=args.seeds, seed=args.seed, threads=args.threads,
+                    train_batches=args.train_batches, batch_size=args.batch_size,
+                    zero_init_residual=args.zero_init_residual)
     print((Path(args.out) / "report.md").read_text())
     return 0
 
@@ -251,14 +263,15 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     from ..analysis.experiments import run_experiment
 
     out = args.out or f"runs/{args.name}"
-    run_experiment(args.name, out=out, data=args.data, epochs=args.epochs, depth=args.depth, seed=args.seed,
-                   threads=args.threads, train_batches=args.train_batches, batch_size=args.batch_size)
+    run_experiment(args.name, out=out, data=args.data, epochs=args.epochs, depth=args.depth, seeds=args.seeds,
+                   seed=args.seed, threads=args.threads, train_batches=args.train_batches, batch_size=args.batch_size)
     print((Path(out) / "report.md").read_text())
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from ..analysis.report import read_report, to_html
+    from ..utils.fileio import atomic_write_text
     from ..utils.fileio import atomic_write_text
 
     text = read_report(args.run_dir)
