@@ -1,6 +1,7 @@
 import io
 
 import pytest
+from tqdm import tqdm
 
 from resnetlab.utils import Progress, format_duration
 
@@ -16,11 +17,6 @@ class FakeClock:
 class FakeTTY(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-@pytest.fixture(autouse=True)
-def _wide_terminal(monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")  # lines are cut to the terminal width
 
 
 def test_format_duration():
@@ -53,46 +49,51 @@ def test_eta_from_the_average_rate():
     clock.t += 30
     p.update(25)  # 25 in 30 s: the 75 left take 90 s
     assert out.getvalue() == "25/100 (25%)  elapsed 0:30  eta 1:30  1.2s/it\n"  # under 1 it/s: seconds per it
-    assert "[00:30<01:30, 1.2s/it]" in p.bar_line()
+    tty = FakeTTY()
+    bar = Progress(100, "", stream=tty, time_fn=clock)
+    clock.t += 30
+    bar.update(25)  # tqdm's bar on our clock, from the average rate too
+    assert "[00:30<01:30,  1.20s/it]" in _frames(tty)[-1]
 
 
-def test_tty_bar_redraws_at_most_ten_times_a_second():
+def _frames(out: io.StringIO) -> list[str]:
+    return [f for f in out.getvalue().split("\r") if f.strip()]
+
+
+def test_tty_bar_is_tqdm_redrawn_at_most_ten_times_a_second():
     clock, out = FakeClock(), FakeTTY()
     p = Progress(391, "train", stream=out, time_fn=clock)
+    assert isinstance(p._bar, tqdm)
     for _ in range(100):
         clock.t += 0.01  # 100 updates in 1 s
         p.update(1)
-    frames = out.getvalue().split("\r")[1:]
-    assert 10 <= len(frames) <= 12  # the first frame, then one per 0.1 s
+    assert 10 <= len(_frames(out)) <= 12  # the first frame, then one per 0.1 s
     assert "\n" not in out.getvalue()
     p.close()
     assert out.getvalue().endswith("\n")
 
 
-def test_tty_bar_format():
+def test_tty_bar_shows_our_postfix_and_the_last_step():
     clock, out = FakeClock(), FakeTTY()
     p = Progress(391, "train", stream=out, time_fn=clock)
     clock.t += 62.0
     p.update(176, loss=0.52, acc=0.81, img_s=190.3)
-    assert p.bar_line() == (
-        "train   45% |█████████           | 176/391 [01:02<01:15, 2.84it/s] loss=0.52 acc=81.0% img/s=190"
-    )
-    assert out.getvalue().split("\r")[-1] == p.bar_line()
-    clock.t += 100
+    last = _frames(out)[-1]
+    assert last.startswith("train:  45%|")
+    assert last.endswith("| 176/391 [01:02<01:15,  2.84it/s, loss=0.52 acc=81.0% img/s=190]")
+    clock.t += 0.01  # within min_interval_s of the last frame, but the last step always draws
     p.update(215)
-    assert "100% |████████████████████| 391/391" in out.getvalue().split("\r")[-1]  # the last step draws
+    assert "100%|" in _frames(out)[-1] and "391/391" in _frames(out)[-1]
     p.close()
-    assert out.getvalue().count("391/391") == 1  # close() does not repeat an up-to-date frame
+    assert out.getvalue().endswith("]\n") and p.n == 391
 
 
-def test_shorter_frame_blanks_the_previous_one():
+def test_tty_bytes_are_scaled():
     clock, out = FakeClock(), FakeTTY()
-    p = Progress(10, "x", stream=out, time_fn=clock)
-    p.update(1, note="a long message here")
-    clock.t += 1
-    p.update(1, note="short")
-    last = out.getvalue().split("\r")[-1]
-    assert last.rstrip().endswith("note=short") and len(last) >= len(out.getvalue().split("\r")[-2])
+    with Progress(1 << 20, "get", stream=out, unit="B", time_fn=clock) as p:
+        clock.t += 1
+        p.update(1 << 19)
+    assert "512k/1.00M" in _frames(out)[-1]
 
 
 def test_unknown_total_and_percent_keys():
@@ -103,16 +104,22 @@ def test_unknown_total_and_percent_keys():
     assert out.getvalue() == (
         "eval  640 img  elapsed 0:05  128img/s  top1=50.0% val_acc=25.0% top5=1 lr=0.1 loss=12.3 epoch=3\n"
     )
-    assert p.bar_line() == (
-        "eval  640img [00:05, 128img/s] top1=50.0% val_acc=25.0% top5=1 lr=0.1 loss=12.3 epoch=3"
+    tty = FakeTTY()
+    bar = Progress(None, "eval", stream=tty, unit="img", time_fn=clock)
+    clock.t += 5
+    bar.update(640, top1=0.5, val_acc=0.25, top5=1, lr=0.1, loss=12.345, epoch=3)
+    bar.close()
+    assert _frames(tty)[-1] == (
+        "eval: 640img [00:05, 128.00img/s, top1=50.0% val_acc=25.0% top5=1 lr=0.1 loss=12.3 epoch=3]\n"
     )
 
 
 def test_disabled_writes_nothing_and_close_is_idempotent():
-    out = io.StringIO()
-    with Progress(10, stream=out, enabled=False, time_fn=FakeClock()) as p:
-        p.update(10)
-    assert out.getvalue() == ""
+    for out in (io.StringIO(), FakeTTY()):
+        with Progress(10, stream=out, enabled=False, time_fn=FakeClock()) as p:
+            p.update(10)
+            assert p._bar is None
+        assert out.getvalue() == ""
     out2, clock = io.StringIO(), FakeClock()
     p = Progress(3, "t", stream=out2, time_fn=clock)
     p.close()
@@ -124,7 +131,12 @@ def test_write_keeps_the_bar_below():
     clock, out = FakeClock(), FakeTTY()
     p = Progress(10, "t", stream=out, time_fn=clock)
     p.write("epoch 1 done")
-    assert "epoch 1 done\n" in out.getvalue() and out.getvalue().endswith(p.bar_line())
+    before, after = out.getvalue().split("epoch 1 done\n")
+    assert before.endswith("\r") and after.startswith("\rt:   0%|") and after.endswith("0/10 [00:00<?, ?it/s]")
+    p.close()
+    plain = io.StringIO()
+    Progress(10, "t", stream=plain, time_fn=clock).write("epoch 2 done")
+    assert plain.getvalue() == "epoch 2 done\n"
 
 
 def test_bad_arguments():

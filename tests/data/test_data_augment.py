@@ -144,3 +144,38 @@ def test_folder_transform_presets():
     assert gray.shape == (1, 32, 32)
     with pytest.raises(ValueError, match="preset must be"):
         folder_transform("mnist", train=True, image_size=32, mean=MEAN, std=STD)
+
+
+def _streamed(img, seeds, **kw):
+    t = folder_transform("cifar", train=True, image_size=img.size[0], mean=(0.0,) * 3, std=(1.0,) * 3, **kw)
+    out = []
+    for s in seeds:
+        torch.manual_seed(s)  # what the streamed batches do per image
+        out.append(t(img))
+    return out
+
+
+def test_streamed_crop_pad_zero_keeps_the_image_modulo_flip():
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    ref = torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
+    outs = _streamed(Image.fromarray(pixels), range(16), crop_pad=0)
+    same = [torch.allclose(o, ref) for o in outs]
+    mirrored = [torch.allclose(o, ref.flip(-1)) for o in outs]
+    assert all(a or b for a, b in zip(same, mirrored)) and any(same) and any(mirrored)
+    shifted = _streamed(Image.fromarray(pixels), range(16), crop_pad=3)
+    assert any(not (torch.allclose(o, ref) or torch.allclose(o, ref.flip(-1))) for o in shifted)
+    assert any((o == 0).all(0).any() for o in shifted)  # zero padding shows at an edge
+
+
+def test_streamed_cutout_zeroes_a_square_of_that_side():
+    img = Image.new("RGB", (12, 12), (255, 255, 255))
+    outs = _streamed(img, range(16), crop_pad=0, cutout=4)
+    for out in outs:
+        zero = (out == 0).all(0)
+        assert torch.equal(zero, (out == 0).any(0))  # all channels together
+        ys, xs = torch.nonzero(zero, as_tuple=True)
+        assert 0 < len(ys) <= 16 and len(ys) == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    assert any(int((o == 0).all(0).sum()) == 16 for o in outs)  # a whole 4x4 square away from the border
+    assert all(not (o == 0).any() for o in _streamed(img, range(4), crop_pad=0))  # no cutout: none zeroed
+    with pytest.raises(ValueError, match="crop_pad and cutout must be >= 0"):
+        folder_transform("cifar", train=True, image_size=8, mean=MEAN, std=STD, crop_pad=-1)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
 
 import resnetlab.data.cache as cache_mod
+import resnetlab.utils.fileio as fileio
 from resnetlab.data import ArrayDataset, open_dataset, split_indices
 
 
@@ -65,10 +68,12 @@ def test_killed_build_leaves_no_partial_cache(colour_tree, cache, monkeypatch):
     monkeypatch.setattr(cache_mod, "load_image", die)
     with pytest.raises(KeyboardInterrupt):
         open_dataset(root, "train", cache_dir=cache, progress=False)
-    assert not list(cache.glob("*.npy")) and not list(cache.glob("*.tmp")) and not list(cache.glob(".*"))
+    assert not list(cache.glob("*.npy")) and not list(cache.glob("*.tmp"))
+    assert [p.name for p in cache.glob(".*")] == [".locks"]  # no hidden temp file, only the lock folder
     monkeypatch.setattr(cache_mod, "load_image", real)
     assert len(open_dataset(root, "train", cache_dir=cache, progress=False)) == 18
-    assert sorted(p.suffix for p in cache.iterdir()) == [".json", ".json", ".npy"]  # index, meta, array
+    files = [p for p in cache.iterdir() if p.name != ".locks"]
+    assert sorted(p.suffix for p in files) == [".json", ".json", ".npy"]  # index, meta, array
 
 
 def test_val_split_is_seeded_stratified_and_disjoint(colour_tree, cache):
@@ -115,3 +120,46 @@ def test_process_pool_path_matches_the_serial_one(colour_tree, tmp_path, monkeyp
     assert serial.paths == pooled.paths and len(pooled) == 18
     assert sorted(serial.skipped) == sorted(pooled.skipped) and len(pooled.skipped) == 2
     assert any("truncated" in reason for _, reason in pooled.skipped)  # dropped after decoding
+
+
+def test_cache_files_are_written_through_fileio(colour_tree, cache, monkeypatch):
+    """Index, array and metadata go through resnetlab.utils.fileio (fsync'ed, then renamed)."""
+    root, _ = colour_tree
+    (root / "train" / "red" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (root / "train" / "green" / "short.png").write_bytes((root / "train" / "green" / "00.png").read_bytes()[:120])
+    written = []
+    real = fileio.atomic_path
+
+    def spy(path, **kw):
+        written.append(os.path.basename(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(fileio, "atomic_path", spy)  # atomic_open / atomic_write_text use it too
+    monkeypatch.setattr(cache_mod, "atomic_path", spy)
+    ds = open_dataset(root, "train", cache_dir=cache, progress=False)
+    assert len(ds) == 18 and len(ds.skipped) == 2
+    final = sorted(p.name for p in cache.iterdir() if p.name != ".locks")
+    assert sorted(n for n in written if not n.startswith(".")) == final  # each file once; the compaction of the
+    assert any(n.startswith(".") and ".npy" in n for n in written)  # array (a bad row dropped) into its temp file
+
+
+def test_concurrent_opens_decode_once(colour_tree, cache, monkeypatch):
+    root, _ = colour_tree
+    decoded = []
+    real = cache_mod.load_image
+
+    def slow(path, *args):
+        decoded.append(path)
+        time.sleep(0.01)
+        return real(path, *args)
+
+    monkeypatch.setattr(cache_mod, "load_image", slow)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        open_dataset(root, "train", cache_dir=cache, progress=False))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2 and len(decoded) == 18  # the second job waited, then read the cache
+    np.testing.assert_array_equal(results[0].images, results[1].images)

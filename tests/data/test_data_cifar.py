@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import pickle
+import threading
+import time
+import urllib.request
 
 import numpy as np
 import pytest
 from data_helpers import cifar_batches, cifar_pickle, write_cifar_archive, write_cifar_folder
 
+import resnetlab.data.cifar as cifar_mod
 from resnetlab.data import ArrayDataset, download_cifar10, open_dataset
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -99,10 +104,106 @@ def test_download_verifies_md5_and_is_atomic(tmp_path):
     bad_root = tmp_path / "bad"
     with pytest.raises(ValueError, match=f"md5 mismatch for .*expected 0+, got {md5}"):
         download_cifar10(bad_root, url=url, md5="0" * 32, progress=False)
-    assert list(bad_root.iterdir()) == []
+    assert [p.name for p in bad_root.iterdir()] == [".locks"]  # nothing but the (empty) lock file
     got = download_cifar10(tmp_path / "good", url=url, md5=md5, progress=False)
     assert got == tmp_path / "good" / "cifar-10-python.tar.gz" and got.read_bytes() == archive.read_bytes()
-    assert sorted(os.listdir(tmp_path / "good")) == ["cifar-10-python.tar.gz"]
+    assert sorted(os.listdir(tmp_path / "good")) == [".locks", "cifar-10-python.tar.gz"]
     assert len(open_dataset(got, "test")) == 6
     archive.unlink()  # an archive already in place with the right md5 is not fetched again
     assert download_cifar10(tmp_path / "good", url=url, md5=md5, progress=False) == got
+
+
+class _Server:
+    """A local HTTP server answering request i with plan[i] (then "ok"): bounded, stopped on exit."""
+
+    def __init__(self, body: bytes, plan: list[str]) -> None:
+        self.body, self.plan, self.seen = body, list(plan), []
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                what = outer.plan[len(outer.seen)] if len(outer.seen) < len(outer.plan) else "ok"
+                outer.seen.append(what)
+                if what == "stall_headers":  # say nothing until the client has given up
+                    outer.release.wait(5)
+                    return
+                if what.isdigit():
+                    self.send_error(int(what))
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                if what == "stall_body":  # half the body, then silence
+                    self.wfile.write(outer.body[: len(outer.body) // 2])
+                    self.wfile.flush()
+                    outer.release.wait(5)
+                    return
+                if what == "cut":  # half the body, then the connection ends
+                    self.wfile.write(outer.body[: len(outer.body) // 2])
+                    return
+                self.wfile.write(outer.body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/cifar-10-python.tar.gz"
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_download_times_out_and_retries_with_backoff(tmp_path, monkeypatch):
+    archive = write_cifar_archive(tmp_path / "src" / "cifar-10-python.tar.gz", cifar_batches())
+    body, waits = archive.read_bytes(), []
+    monkeypatch.setattr(cifar_mod.time, "sleep", waits.append)
+    with _Server(body, ["stall_headers", "stall_body", "cut", "503"]) as server:
+        t0 = time.monotonic()
+        got = download_cifar10(tmp_path / "dl", url=server.url, md5=hashlib.md5(body).hexdigest(), progress=False,
+                               timeout=0.3, retries=4, backoff_s=0.5)
+        assert time.monotonic() - t0 < 4  # two stalls of 0.3 s each, not a hang
+    assert server.seen == ["stall_headers", "stall_body", "cut", "503", "ok"]
+    assert waits == [0.5, 1.0, 2.0, 4.0]  # doubling backoff between attempts
+    assert got.read_bytes() == body and sorted(os.listdir(tmp_path / "dl")) == [".locks", "cifar-10-python.tar.gz"]
+
+
+def test_download_gives_up_naming_the_url(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar_mod.time, "sleep", lambda s: None)
+    with _Server(b"x", ["404"]) as server:
+        with pytest.raises(OSError, match=r"cannot download http://127.*HTTPError.*404.*1 attempt"):
+            download_cifar10(tmp_path / "dl", url=server.url, md5="0" * 32, progress=False, retries=3)
+        assert server.seen == ["404"]  # a 404 is not retried
+    with _Server(b"x", ["500"] * 10) as server:
+        with pytest.raises(OSError, match=r"500.*3 attempt"):
+            download_cifar10(tmp_path / "dl", url=server.url, md5="0" * 32, progress=False, retries=2)
+        assert server.seen == ["500"] * 3
+    assert sorted(os.listdir(tmp_path / "dl")) == [".locks"]
+
+
+def test_concurrent_downloads_fetch_once(tmp_path, monkeypatch):
+    archive = write_cifar_archive(tmp_path / "src" / "cifar-10-python.tar.gz", cifar_batches())
+    md5, fetched = hashlib.md5(archive.read_bytes()).hexdigest(), []
+    real = urllib.request.urlopen
+
+    def slow_urlopen(url, *args, **kwargs):
+        fetched.append(url)
+        time.sleep(0.3)
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(cifar_mod.urllib.request, "urlopen", slow_urlopen)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(
+        download_cifar10(tmp_path / "shared", url=archive.as_uri(), md5=md5, progress=False))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(fetched) == 1 and results == [tmp_path / "shared" / "cifar-10-python.tar.gz"] * 2

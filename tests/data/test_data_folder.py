@@ -12,6 +12,7 @@ from data_helpers import COLOURS, class_image, noise_jpeg, write_image
 from PIL import Image, ImageFile
 
 from resnetlab.data import ArrayDataset, FolderDataset, collate_skip_bad, folder_transform, open_dataset
+from resnetlab.data.batches import FolderBatches
 
 
 def test_labels_classes_and_exact_pixels(colour_tree, cache):
@@ -139,6 +140,44 @@ def test_large_images_stream_and_bad_ones_are_dropped_by_collate(colour_tree, ca
 def test_all_bad_batch_collates_to_empty():
     images, labels, bad = collate_skip_bad([(None, 0, "a.jpg"), (None, 1, "b.jpg")])
     assert images.numel() == 0 and labels.shape == (0,) and bad == ["a.jpg", "b.jpg"]
+    assert "FolderBatches" in collate_skip_bad.__doc__ and "skip" in collate_skip_bad.__doc__
+
+
+def test_a_batch_of_only_unreadable_files_is_skipped_and_counted(tmp_path, cache):
+    """Large (streamed) images; in evaluation order the second batch of 4 is 4 corrupt files."""
+    rng = np.random.default_rng(0)
+    jpeg = noise_jpeg()
+    for cls in ("a", "b", "c"):
+        for i in range(4):
+            path = tmp_path / "big" / "train" / cls / f"{i}.jpg"
+            if cls == "b":  # the header survives, so only decoding (in the loader) finds out
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(jpeg[: len(jpeg) // 2])
+            else:
+                write_image(path, class_image(rng, "red", size=24))
+    ds = open_dataset(tmp_path / "big", "train", cache_dir=cache, small_max=8, progress=False)
+    assert isinstance(ds, FolderDataset) and len(ds) == 12 and not ds.skipped
+    ds.transform = folder_transform("cifar", train=False, image_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
+    batches = FolderBatches(ds, 4, train=False)
+    got = [(tuple(x.shape), y.tolist(), n_bad) for x, y, n_bad in batches.epoch(0)]
+    assert got == [((4, 3, 8, 8), [0, 0, 0, 0], 0), ((4, 3, 8, 8), [2, 2, 2, 2], 4)]  # b's batch: skipped, counted
+    assert batches.epoch_bad == 4
+
+
+def test_symlink_loops_are_walked_once(colour_tree, cache, caplog):
+    root, pixels = colour_tree
+    red = root / "train" / "red"
+    (red / "loop").symlink_to(red, target_is_directory=True)  # red/loop/loop/... would never end
+    (red / "sub").mkdir()
+    write_image(red / "sub" / "x.png", class_image(np.random.default_rng(1), "red"))
+    (red / "sub" / "back").symlink_to(red, target_is_directory=True)
+    (red / "again").symlink_to(red / "sub", target_is_directory=True)  # a second link to a walked folder
+    (red / "gone.png").symlink_to(red / "missing.png")  # dangling: skipped, named
+    with caplog.at_level(logging.WARNING, logger="resnetlab"):
+        ds = open_dataset(root, "train", cache_dir=cache, progress=False)
+    red_paths = sorted(p for p in ds.paths if "/red/" in p)
+    assert red_paths == sorted([p for p in pixels if "/train/red/" in p] + [str(red / "again" / "x.png")])
+    assert len(ds) == 19 and "symlink loop" in caplog.text and str(red / "gone.png") in caplog.text
 
 
 def test_grayscale_folders_give_one_channel(tmp_path, cache):

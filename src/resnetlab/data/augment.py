@@ -4,7 +4,11 @@
 normalised float NCHW batch, drawing per-sample crops, flips and cutout squares for the whole
 batch at once, so the step needs no DataLoader workers. All its randomness comes from the
 ``torch.Generator`` it is given: the same generator state gives the same batch, which is what an
-exactly resumable run needs.
+exactly resumable run needs. Streamed images get the same crop padding and cutout from
+:func:`folder_transform` (one :func:`cutout` serves both paths).
+
+mixup/CutMix (:func:`mix_batch`) stay ours: torchvision's v2.MixUp/CutMix draw from the global RNG,
+ours from the per-batch generator, so a resumed run mixes exactly like an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -240,13 +244,18 @@ def folder_transform(
     """torchvision v2 pipeline for a streamed PIL image -> normalised float CHW tensor.
 
     "imagenet": train RandomResizedCrop + flip (+ auto_augment); eval Resize(image_size / 0.875)
-    + CenterCrop. "cifar": train Resize + RandomCrop(padding=4) + flip (+ auto_augment); eval
-    Resize + CenterCrop to image_size. Images are converted to RGB (in_chans=3) or L (1).
+    + CenterCrop. "cifar": train Resize + RandomCrop(image_size) after ``crop_pad`` zero padding
+    (0: no padding, so an image already at image_size is only flipped) + flip (+ auto_augment); eval
+    Resize + CenterCrop to image_size. Training with ``cutout > 0`` (either preset) then zeroes a
+    square of that side after normalisation (:class:`Cutout`, the same :func:`cutout` as
+    :class:`BatchAugment`). Images are converted to RGB (in_chans=3) or L (1).
     """
     from torchvision.transforms import v2
 
     if preset not in ("imagenet", "cifar"):
         raise ValueError(f"preset must be 'imagenet' or 'cifar', got {preset!r}")
+    if crop_pad < 0 or cutout < 0:
+        raise ValueError(f"crop_pad and cutout must be >= 0, got crop_pad={crop_pad!r} cutout={cutout!r}")
     if in_chans not in (1, 3):
         raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
     mean, std = _channel_stats(mean, std, in_chans)

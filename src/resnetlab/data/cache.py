@@ -4,8 +4,12 @@ The first open of a split reads every file's header (size and mode, no decoding)
 images are small, they are decoded once into ``<cache_dir>/<name>-<split>-<key>.npy``, opened
 later with ``np.load(mmap_mode="r")``. The key hashes the sorted (relative path, size,
 mtime_ns) of the split's files, so a second open costs one ``stat`` per file and decodes
-nothing, and touching, adding or removing a file rebuilds. Every cache file is written to a
-temporary name and renamed, so a killed run never leaves a half cache behind.
+nothing, and touching, adding or removing a file rebuilds. Every cache file is written through
+:mod:`resnetlab.utils.fileio` (a temp file renamed into place), so a killed run never leaves a half
+cache behind, and a build holds a file lock, so jobs sharing the cache decode a split once.
+
+Ours rather than a library's: torchvision's ImageFolder decodes every JPEG again every epoch, and
+the loaders that cache decoded data (FFCV, DALI, WebDataset) bring their own formats and build steps.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.fileio import atomic_path, atomic_write_text
 from ..utils.progress import Progress
 from .arrays import ArrayDataset, split_indices
 from .folder import (
@@ -36,6 +40,7 @@ from .folder import (
     read_header,
     scan_folder,
 )
+from .lock import data_lock
 
 __all__ = ["open_image_folder", "default_cache_dir", "CACHE_VERSION"]
 
@@ -57,16 +62,8 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, separators=(",", ":")).encode()).hexdigest()[:20]
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache may be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, separators=(",", ":")))
 
 
 def _read_json(path: Path, key: str) -> dict | None:
@@ -131,7 +128,7 @@ def _headers(folder: Path, files: list, index_path: Path, key: str, progress: bo
     jobs = [(paths,) for _, paths in _chunks([f[0] for f in files])]
     headers = [h for part in _map(_header_chunk, jobs, len(files), bar) for h in part]
     bar.close()
-    _write_json_atomic(index_path, {"version": CACHE_VERSION, "key": key, "headers": headers})
+    _write_json(index_path, {"version": CACHE_VERSION, "key": key, "headers": headers})
     return headers
 
 
@@ -148,34 +145,26 @@ def _strict_check(skipped: list[tuple[str, str]]) -> None:
         raise ValueError(f"cannot read {path}: {reason} (strict=True; {len(skipped)} bad file(s) in all)")
 
 
-def _build_array(npy: Path, paths: list[str], mode: str, size: tuple[int, int], progress: bool) -> tuple:
-    """Decode ``paths`` into a new .npy at ``npy`` (atomically); returns (bad rows, reasons)."""
+def _build_array(npy: Path, paths: list[str], mode: str, size: tuple[int, int], progress: bool) -> list:
+    """Decode ``paths`` into a new .npy at ``npy`` (atomically); returns the bad rows as [(row, reason)]."""
     c = 1 if mode == "L" else 3
-    fd, tmp = tempfile.mkstemp(dir=npy.parent, prefix=f".{npy.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp2 = tmp + ".compact"
-    try:
+    with atomic_path(npy) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size[1], size[0], c))
         del arr
         bar = Progress(len(paths), f"caching {len(paths)} images", enabled=progress, unit="img")
-        jobs = [(tmp, start, mode, size, part) for start, part in _chunks(paths)]
+        jobs = [(str(tmp), start, mode, size, part) for start, part in _chunks(paths)]
         bad = sorted(b for part in _map(_decode_chunk, jobs, len(paths), bar) for b in part)
         bar.close()
-        if bad:  # drop the rows that failed to decode, chunk by chunk
+        if bad:  # drop the rows that failed to decode, chunk by chunk, into a replacement of tmp
             keep = np.setdiff1d(np.arange(len(paths)), [r for r, _ in bad])
             src = np.load(tmp, mmap_mode="r")
-            dst = np.lib.format.open_memmap(tmp2, mode="w+", dtype=np.uint8, shape=(len(keep),) + src.shape[1:])
-            for i in range(0, len(keep), 8192):
-                dst[i : i + 8192] = src[keep[i : i + 8192]]
-            dst.flush()
-            del src, dst
-            os.replace(tmp2, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache may be shared
-        os.replace(tmp, npy)
-    finally:
-        for t in (tmp, tmp2):
-            if os.path.exists(t):
-                os.unlink(t)
+            with atomic_path(tmp) as compact:
+                dst = np.lib.format.open_memmap(compact, mode="w+", dtype=np.uint8,
+                                                shape=(len(keep),) + src.shape[1:])
+                for i in range(0, len(keep), 8192):
+                    dst[i : i + 8192] = src[keep[i : i + 8192]]
+                dst.flush()
+                del dst, src
     return bad
 
 
@@ -263,7 +252,7 @@ def _build_split(sp: _Split, headers: list, npy: Path, meta_path: Path, key: str
         "targets": [sp.files[i][1] for i in rows], "paths": [sp.rel[i] for i in rows], "skipped": skipped,
         "shape": [len(rows), size[1], size[0], 1 if mode == "L" else 3], "max_side": max_side,
     }
-    _write_json_atomic(meta_path, meta)
+    _write_json(meta_path, meta)
     return meta
 
 
@@ -288,30 +277,46 @@ def open_image_folder(
     key = sp.key(split, rows=sp.sel)
     npy, meta_path = cache_dir / f"{name}-{split}-{key}.npy", cache_dir / f"{name}-{split}-{key}.json"
 
-    meta = _read_json(meta_path, key)
-    ds = _load_cached(npy, meta, sp) if meta is not None and meta["max_side"] <= small_max else None
-    if ds is not None:
-        log.info("%s: %d images from the array cache %s", sp.source, len(ds), npy)
+    ds = _cached(npy, meta_path, key, sp, small_max)
+    if ds is None:
+        with data_lock(cache_dir, f"cache-{name}-{split}"):  # a job sharing the cache may be building it
+            ds = _cached(npy, meta_path, key, sp, small_max)
+            if ds is None:
+                ds = _build_or_stream(sp, name, npy, meta_path, key, cache_dir, strict, small_max, progress)
     else:
-        folder_key = sp.key()
-        headers = _headers(sp.folder, sp.files, cache_dir / f"{name}-{folder_key}.index.json", folder_key, progress)
-        skipped = [(sp.files[i][0], headers[i]) for i in sp.sel if isinstance(headers[i], str)]
-        good = [int(i) for i in sp.sel if not isinstance(headers[i], str)]
-        if strict:
-            _strict_check(skipped)
-        if not good:
-            raise ValueError(f"no readable image in {sp.folder} for split {split!r} ({len(skipped)} unreadable)")
-        mode, _, max_side = _decide(headers)
-        if max_side > small_max:
-            _report_skipped(skipped, sp.folder)
-            samples = [(sp.files[i][0], sp.files[i][1]) for i in good]
-            return FolderDataset(samples, sp.classes, in_chans=1 if mode == "L" else 3, skipped=skipped,
-                                 strict=strict, source=sp.source)
-        meta = _build_split(sp, headers, npy, meta_path, key, strict, progress)
-        ds = _load_cached(npy, meta, sp)
-        if ds is None:
-            raise OSError(f"the array cache {npy} was just written but cannot be read back")
+        log.info("%s: %d images from the array cache %s", sp.source, len(ds), npy)
+    if isinstance(ds, FolderDataset):
+        return ds
     if strict:
         _strict_check(ds.skipped)
     _report_skipped(ds.skipped, sp.folder)
+    return ds
+
+
+def _cached(npy: Path, meta_path: Path, key: str, sp: _Split, small_max: int) -> ArrayDataset | None:
+    meta = _read_json(meta_path, key)
+    return _load_cached(npy, meta, sp) if meta is not None and meta["max_side"] <= small_max else None
+
+
+def _build_or_stream(sp: _Split, name: str, npy: Path, meta_path: Path, key: str, cache_dir: Path, strict: bool,
+                     small_max: int, progress: bool) -> ArrayDataset | FolderDataset:
+    """Read the headers (or their index); small images: decode them into the cache; large: stream."""
+    folder_key = sp.key()
+    headers = _headers(sp.folder, sp.files, cache_dir / f"{name}-{folder_key}.index.json", folder_key, progress)
+    skipped = [(sp.files[i][0], headers[i]) for i in sp.sel if isinstance(headers[i], str)]
+    good = [int(i) for i in sp.sel if not isinstance(headers[i], str)]
+    if strict:
+        _strict_check(skipped)
+    if not good:
+        raise ValueError(f"no readable image in {sp.folder} for split {sp.split!r} ({len(skipped)} unreadable)")
+    mode, _, max_side = _decide(headers)
+    if max_side > small_max:
+        _report_skipped(skipped, sp.folder)
+        samples = [(sp.files[i][0], sp.files[i][1]) for i in good]
+        return FolderDataset(samples, sp.classes, in_chans=1 if mode == "L" else 3, skipped=skipped,
+                             strict=strict, source=sp.source)
+    meta = _build_split(sp, headers, npy, meta_path, key, strict, progress)
+    ds = _load_cached(npy, meta, sp)
+    if ds is None:
+        raise OSError(f"the array cache {npy} was just written but cannot be read back")
     return ds

@@ -2,25 +2,32 @@
 
 The official batches are pickles of dicts holding bytes, lists, ints and one numpy array. They
 are read with an unpickler that resolves exactly numpy's array-reconstruction globals and
-refuses every other global, naming it, so a tampered file cannot run code.
+refuses every other global, naming it, so a tampered file cannot run code. (Ours rather than
+torchvision's CIFAR10, which reads the same batches with a plain ``pickle.load`` that runs whatever a
+tampered file asks for.) The download has a read timeout, retries with backoff, an md5 check and a
+file lock, so jobs sharing a cache fetch it once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import pickle
 import tarfile
-import tempfile
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-from .arrays import ArrayDataset, carve_split
+from ..utils.fileio import atomic_open
 from ..utils.progress import Progress
+from .arrays import ArrayDataset, carve_split
+from .lock import data_lock
 
 __all__ = ["open_cifar10", "download_cifar10", "find_cifar10", "load_cifar_pickle", "CIFAR10_URL", "CIFAR10_MD5"]
 
@@ -145,35 +152,63 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
+class _Truncated(OSError):
+    """The connection ended before Content-Length bytes arrived."""
+
+
+def _permanent(e: BaseException) -> bool:
+    """An HTTP answer that a retry will not change (404, 403, ...): not worth retrying."""
+    return isinstance(e, urllib.error.HTTPError) and 400 <= e.code < 500 and e.code not in (408, 425, 429)
+
+
+def _fetch(url: str, dest: Path, md5: str, timeout: float, progress: bool) -> None:
+    """One attempt: stream ``url`` into ``dest`` (atomically), checking its length and md5."""
+    h, got = hashlib.md5(), 0
+    with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_open(dest, "wb") as out:
+        total = int(resp.headers.get("Content-Length") or 0)
+        with Progress(total or None, f"downloading {url}", enabled=progress, unit="B") as bar:
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                out.write(block)
+                h.update(block)
+                got += len(block)
+                bar.update(len(block))
+        if total and got != total:
+            raise _Truncated(f"the connection ended after {got} of {total} bytes")
+        if h.hexdigest() != md5:
+            raise ValueError(f"md5 mismatch for {url}: expected {md5}, got {h.hexdigest()}; the download was deleted")
+
+
 def download_cifar10(
-    root: str | os.PathLike, *, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5, progress: bool = True
+    root: str | os.PathLike, *, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5, progress: bool = True,
+    timeout: float = 60.0, retries: int = 3, backoff_s: float = 1.0,
 ) -> Path:
     """Download the archive into ``root`` (md5 verified, renamed into place only when complete).
 
     An archive already there with the right md5 is reused. A wrong md5 deletes the download and
-    raises, naming the expected and the actual digest.
+    raises a ValueError naming the expected and the actual digest. Every connect and read waits at
+    most ``timeout`` seconds; a failed attempt (timeout, dropped connection, HTTP 5xx) is retried
+    up to ``retries`` times, after ``backoff_s``, then twice that, and so on; the last failure is
+    an OSError naming the URL. Concurrent calls for the same file (jobs sharing a cache, DDP
+    ranks) wait for the first one and then reuse its download.
     """
+    if retries < 0 or timeout <= 0:
+        raise ValueError(f"need retries >= 0 and timeout > 0, got retries={retries!r} timeout={timeout!r}")
     root = Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     dest = root / (os.path.basename(urllib.request.urlparse(url).path) or ARCHIVE)
-    if dest.is_file() and _md5(dest) == md5:
-        return dest
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        h = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as resp:
-            total = int(resp.headers.get("Content-Length") or 0)
-            bar = Progress(total or None, f"downloading {url}", enabled=progress, unit="B")
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                out.write(block)
-                h.update(block)
-                bar.update(len(block))
-            bar.close()
-        if h.hexdigest() != md5:
-            raise ValueError(f"md5 mismatch for {url}: expected {md5}, got {h.hexdigest()}; the download was deleted")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with data_lock(root, f"download-{dest.name}"):
+        if dest.is_file() and _md5(dest) == md5:
+            return dest
+        for attempt in range(retries + 1):
+            try:
+                _fetch(url, dest, md5, timeout, progress)
+                break
+            except (OSError, http.client.HTTPException) as e:
+                if _permanent(e) or attempt == retries:
+                    raise OSError(f"cannot download {url} ({type(e).__name__}: {e}; {attempt + 1} attempt(s))") from e
+                wait = backoff_s * 2**attempt
+                log.warning("downloading %s failed (%s: %s); retry %d of %d in %.3g s",
+                            url, type(e).__name__, e, attempt + 1, retries, wait)
+                time.sleep(wait)
     log.info("downloaded %s to %s", url, dest)
     return dest

@@ -12,6 +12,8 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
+
 from .archive import find_image_archive, is_image_archive, unpack_image_archive
 from .arrays import ArrayDataset, split_indices
 from .cache import default_cache_dir, open_image_folder
@@ -20,19 +22,23 @@ from .folder import IMAGE_EXTENSIONS, SPLITS, FolderDataset, collate_skip_bad
 from .medmnist import open_medmnist
 
 __all__ = [
-    "ArrayDataset", "FolderDataset", "collate_skip_bad", "open_dataset", "resolve_data_root",
+    "ArrayDataset", "FolderDataset", "collate_skip_bad", "open_dataset", "resolve_data_root", "available_splits",
     "download_cifar10", "split_indices", "default_cache_dir", "unpack_image_archive",
 ]
 
 log = logging.getLogger("resnetlab")
 
-NOT_FOUND_HELP = (
-    "pass --data PATH, or set RESNETLAB_DATA, to a folder with train/ and test/ (or val/) holding "
-    "one sub-folder of images per class (ImageFolder), a cifar-10-python.tar.gz or its "
-    "cifar-10-batches-py/ folder, a .tar.gz of such folders, or a MedMNIST .npz; or unpack CIFAR-10 as "
-    "ImageFolder into "
-    "~/.cache/resnetlab/cifar10 (train/<class>/*.jpg and test/<class>/*.jpg)"
-)
+
+def not_found_help(cache_dir: str | os.PathLike | None = None) -> str:
+    """What to put where, naming the cache folder actually in use (``$RESNETLAB_CACHE`` if set)."""
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    return (
+        "pass --data PATH, or set RESNETLAB_DATA, to a folder with train/ and test/ (or val/) holding "
+        "one sub-folder of images per class (ImageFolder), a cifar-10-python.tar.gz or its "
+        "cifar-10-batches-py/ folder, a .tar.gz of such folders, or a MedMNIST .npz; or unpack CIFAR-10 as "
+        f"ImageFolder into {cache / 'cifar10'} (train/<class>/*.jpg and test/<class>/*.jpg; the cache folder "
+        "is $RESNETLAB_CACHE, else ~/.cache/resnetlab)"
+    )
 
 
 def _has_images(folder: Path) -> bool:
@@ -73,7 +79,7 @@ def open_dataset(
         raise ValueError(f"small_max must be a positive number of pixels, got {small_max!r}")
     path = Path(source).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"data source {path} does not exist; {NOT_FOUND_HELP}")
+        raise FileNotFoundError(f"data source {path} does not exist; {not_found_help(cache_dir)}")
     if path.is_file() and path.suffix.lower() == ".npz":
         return open_medmnist(path, split, val_split=val_split, seed=seed)
     if path.is_dir() and (path / "train").is_dir():
@@ -89,7 +95,11 @@ def open_dataset(
             path, split, val_split=val_split, seed=seed, cache_dir=cache_dir, strict=strict,
             small_max=small_max, progress=progress,
         )
-    raise ValueError(
+    raise _unknown(path)
+
+
+def _unknown(path: Path) -> ValueError:
+    return ValueError(
         f"cannot tell what data set {path} is: looked for {path}/train/<class>/ (ImageFolder), "
         f"{path}/<class>/<image> (one folder per class), a cifar-10-python.tar.gz or "
         f"cifar-10-batches-py/ (CIFAR-10 python format) and a .npz file (MedMNIST)"
@@ -106,20 +116,21 @@ def _prefer_cifar10_subfolder(path: Path) -> Path:
 
 def resolve_data_root(data: str | os.PathLike | None, *, download: bool = False,
                       cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the data is: ``data``, else ``$RESNETLAB_DATA``, else ``~/.cache/resnetlab/cifar10``.
+    """Where the data is: ``data``, else ``$RESNETLAB_DATA``, else ``<cache>/cifar10``.
 
-    A folder that holds ``cifar10/train`` and ``cifar10/test`` (the shared data unpacks so)
-    resolves to that ``cifar10`` folder; an image-folder archive (``cifar10-jpeg.tar.gz``), or a
-    folder holding one, is unpacked once into the cache. With nothing found, ``download=True``
-    fetches the official CIFAR-10 archive (md5-checked) into the cache; otherwise a
-    FileNotFoundError says what to put where.
+    ``<cache>`` is ``cache_dir``, else :func:`default_cache_dir` (``$RESNETLAB_CACHE``, else
+    ``~/.cache/resnetlab``); no other folder is looked at. A folder that holds ``cifar10/train``
+    and ``cifar10/test`` (the shared data unpacks so) resolves to that ``cifar10`` folder; an
+    image-folder archive (``cifar10-jpeg.tar.gz``), or a folder holding one, is unpacked once into
+    the cache. With nothing found, ``download=True`` fetches the official CIFAR-10 archive
+    (md5-checked) into the cache; otherwise a FileNotFoundError says what to put where.
     """
     for given, what in ((data, "--data"), (os.environ.get("RESNETLAB_DATA") or None, "RESNETLAB_DATA")):
         if given is None:
             continue
         path = Path(given).expanduser()
         if not path.exists():
-            raise FileNotFoundError(f"{what} points at {path}, which does not exist; {NOT_FOUND_HELP}")
+            raise FileNotFoundError(f"{what} points at {path}, which does not exist; {not_found_help(cache_dir)}")
         path = _prefer_cifar10_subfolder(path)
         if is_image_archive(path):
             return unpack_image_archive(path, cache_dir)
@@ -128,9 +139,8 @@ def resolve_data_root(data: str | os.PathLike | None, *, download: bool = False,
             return unpack_image_archive(archive, cache_dir)
         return path
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    for candidate in (cache / "cifar10", Path.home() / ".cache" / "resnetlab" / "cifar10"):
-        if (candidate / "train").is_dir():
-            return candidate
+    if (cache / "cifar10" / "train").is_dir():
+        return cache / "cifar10"
     official = find_cifar10(cache)
     if official is not None:
         return official
@@ -139,5 +149,29 @@ def resolve_data_root(data: str | os.PathLike | None, *, download: bool = False,
         try:
             return download_cifar10(cache)
         except OSError as e:
-            raise FileNotFoundError(f"no data set found and the download failed ({e}); {NOT_FOUND_HELP}") from None
-    raise FileNotFoundError(f"no data set found: {NOT_FOUND_HELP}")
+            raise FileNotFoundError(
+                f"no data set found and the download failed ({e}); {not_found_help(cache)}") from None
+    raise FileNotFoundError(f"no data set found: {not_found_help(cache)}")
+
+
+def available_splits(root: str | os.PathLike) -> set[str]:
+    """Which of "train", "val" and "test" the data set at ``root`` (as resolved) really has.
+
+    ImageFolder: the folders train/, val/, test/ present; a MedMNIST npz: the splits with a
+    ``{split}_images`` array; CIFAR-10 (python format): train and test; one ``<class>/`` tree
+    without split folders: train. A caller that needs "val" where it is missing carves it out of
+    train (``val_split``). Raises like :func:`open_dataset` for what is no data set.
+    """
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"data source {path} does not exist; {not_found_help()}")
+    if path.is_file() and path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return {s for s in SPLITS if f"{s}_images" in z.files}
+    if path.is_dir() and (path / "train").is_dir():
+        return {s for s in SPLITS if (path / s).is_dir()}
+    if find_cifar10(path) is not None:
+        return {"train", "test"}
+    if path.is_dir() and _is_class_tree(path):
+        return {"train"}
+    raise _unknown(path)

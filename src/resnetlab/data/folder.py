@@ -3,7 +3,10 @@
 Every image is opened with Pillow's decompression-bomb warning raised as an error, so an image
 whose header claims too many pixels is refused before a byte of it is decoded. Decoding itself
 (``load``/``convert``) runs inside the same guard, so a truncated or corrupt file is a reported,
-skipped sample instead of a crash in the middle of an epoch.
+skipped sample instead of a crash in the middle of an epoch. (Ours rather than torchvision's
+ImageFolder: its loader only warns about a bomb, decodes it, and lets one corrupt file end the epoch.)
+The folder walk follows directory symlinks but enters each real directory once, so a link loop
+cannot send it round forever.
 """
 
 from __future__ import annotations
@@ -63,17 +66,34 @@ def load_image(path: str, mode: str, size: tuple[int, int] | None = None) -> Ima
     return out
 
 
-def _walk(folder: str, out: list[tuple[str, int, int]]) -> None:
+def _walk(folder: str, out: list[tuple[str, int, int]], seen: set[tuple[int, int]] | None = None) -> None:
+    """Append (path, size, mtime_ns) of the image files under ``folder``, sorted by name, recursively.
+
+    Directory symlinks are followed, but each real directory (``st_dev``, ``st_ino``) is walked
+    once: a link back to an ancestor (a loop) or a second link to a folder already walked is skipped.
+    """
+    if seen is None:
+        st = os.stat(folder)
+        seen = {(st.st_dev, st.st_ino)}
     with os.scandir(folder) as it:
         entries = sorted(it, key=lambda e: e.name)
     for e in entries:
         if e.name.startswith("."):
             continue
-        if e.is_dir():
-            _walk(e.path, out)
-        elif e.name.lower().endswith(IMAGE_EXTENSIONS):
-            st = e.stat()
-            out.append((e.path, st.st_size, st.st_mtime_ns))
+        try:
+            if e.is_dir():
+                st = e.stat()  # follows a symlink: the real directory's identity
+                if (st.st_dev, st.st_ino) in seen:
+                    log.warning("not following %s: %s was already walked (a symlink loop or a second link)",
+                                e.path, os.path.realpath(e.path))
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                _walk(e.path, out, seen)
+            elif e.name.lower().endswith(IMAGE_EXTENSIONS):
+                st = e.stat()
+                out.append((e.path, st.st_size, st.st_mtime_ns))
+        except OSError as err:  # a dangling symlink, or a file removed while we walk
+            log.warning("skipping %s: %s", e.path, describe_error(err))
 
 
 def class_dirs(folder: Path) -> list[str]:
@@ -220,7 +240,9 @@ class FolderDataset(torch.utils.data.Dataset):
 def collate_skip_bad(batch: Sequence[tuple[Tensor | None, int, str]]) -> tuple[Tensor, Tensor, list[str]]:
     """DataLoader collate: stacks the good samples, returns (images, labels, bad_paths).
 
-    If every sample of the batch is bad, images is an empty tensor and labels has length 0.
+    If every sample of the batch is bad, images is an empty tensor and labels has length 0: no
+    model can take that batch, so a consumer must skip it, as :class:`~resnetlab.data.batches.FolderBatches`
+    does (it yields no such batch and counts its files in ``epoch_bad`` and the next batch's n_bad).
     """
     good = [(x, y) for x, y, _ in batch if x is not None]
     bad = [p for x, _, p in batch if x is None]

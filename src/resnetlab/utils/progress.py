@@ -1,23 +1,24 @@
-"""Progress of long loops: a redrawn bar on a terminal, periodic plain lines everywhere else.
+"""Progress of long loops: tqdm's bar on a terminal, periodic plain lines everywhere else.
 
 A ``\\r``-redrawn bar is unreadable in a CI log or a file (thousands of overwritten frames end up
 in one line), so when the stream is not a TTY the same information is written as one ordinary
-line every ``log_every_s`` seconds and once at the end. No tqdm dependency.
+line every ``log_every_s`` seconds and once at the end. On a TTY the bar is tqdm's, showing the
+same values in the same format (``loss=0.52 acc=81.0% img/s=190``).
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import time
 from collections.abc import Callable
 from typing import TextIO
 
+from tqdm import tqdm
+
 __all__ = ["Progress", "format_duration"]
 
 _PERCENT_KEYS = frozenset({"acc", "top1", "top5"})  # fractions shown as percentages
-_BAR_WIDTH = 20
 
 
 def format_duration(seconds: float) -> str:
@@ -33,14 +34,6 @@ def format_duration(seconds: float) -> str:
     if days:
         return f"{days}d {hours}:{minutes:02d}:{s:02d}"
     return f"{hours}:{minutes:02d}:{s:02d}" if hours else f"{minutes}:{s:02d}"
-
-
-def _clock(seconds: float) -> str:
-    """tqdm's ``MM:SS`` (``H:MM:SS`` past an hour) for the bar."""
-    if not math.isfinite(seconds):
-        return "?"
-    text = format_duration(seconds)
-    return text.rjust(5, "0") if len(text) < 5 else text
 
 
 def _format_value(key: str, value: float | str) -> str:
@@ -74,13 +67,17 @@ def _rate_text(n: int, elapsed: float, unit: str) -> str:
     return f"{rate:.3g}{unit}/s" if rate >= 1 else f"{1 / rate:.3g}s/{unit}"
 
 
+class _Bar(tqdm):
+    monitor_interval = 0  # no monitor thread per bar: every update comes from the loop itself
+
+
 class Progress:
-    """A progress bar on a terminal (stderr is a TTY); plain, periodic log lines otherwise (CI, files).
+    """A tqdm bar on a terminal (the stream is a TTY); plain, periodic log lines otherwise (CI, files).
 
     ``update(n, **postfix)`` advances by ``n`` and merges ``postfix`` (e.g. ``loss=0.52, acc=0.81,
-    img_s=190.3``) into the values shown. The bar is redrawn at most every ``min_interval_s``;
-    plain lines are written at most every ``log_every_s`` seconds and once on :meth:`close`.
-    The ETA is the remaining count over the average rate so far. ``time_fn`` is for tests.
+    img_s=190.3``) into the values shown. The bar is redrawn at most every ``min_interval_s`` (and
+    when the total is reached); plain lines are written at most every ``log_every_s`` seconds and
+    once on :meth:`close`. Rates and the ETA use the average rate so far. ``time_fn`` is for tests.
     """
 
     def __init__(self, total: int | None, desc: str = "", *, stream: TextIO | None = None,
@@ -93,14 +90,17 @@ class Progress:
         self.enabled = enabled
         self.n = 0
         self.postfix: dict[str, float | str] = {}
-        self._log_every_s, self._min_interval_s, self._time = log_every_s, min_interval_s, time_fn
+        self._log_every_s, self._time = log_every_s, time_fn
         self._start = self._last_out = time_fn()
         self._closed = False
-        self._drawn_len = 0
-        self._drawn: tuple[int, dict] | None = None
         self.tty = self._is_tty(self.stream)
+        self._bar: tqdm | None = None
         if self.enabled and self.tty:
-            self._draw()
+            self._bar = _Bar(total=total, desc=desc or None, file=self.stream, unit=unit, leave=True,
+                             mininterval=min_interval_s, miniters=1, smoothing=0, dynamic_ncols=True,
+                             unit_scale=unit == "B", unit_divisor=1024 if unit == "B" else 1000)
+            self._bar._time = time_fn  # tqdm's clock is ours, so ETA and rate agree with the plain lines
+            self._bar.start_t = self._bar.last_print_t = self._start
 
     @staticmethod
     def _is_tty(stream: object) -> bool:
@@ -120,19 +120,19 @@ class Progress:
         self.postfix.update(postfix)
         if not self.enabled or self._closed:
             return
-        now = self._time()
-        if self.tty:
-            done = self.total is not None and self.n >= self.total
-            if done or now - self._last_out >= self._min_interval_s:
-                self._draw()
-        elif now - self._last_out >= self._log_every_s:
+        if self._bar is not None:
+            if postfix:
+                self._bar.set_postfix_str(_format_postfix(self.postfix), refresh=False)
+            drawn = self._bar.update(n)
+            if not drawn and self.total is not None and self.n >= self.total:
+                self._bar.refresh()  # the last step always shows
+        elif self._time() - self._last_out >= self._log_every_s:
             self._log_line()
 
     def write(self, line: str) -> None:
         """Print ``line`` on its own line without breaking the bar (which is redrawn below it)."""
-        if self.tty and self.enabled and not self._closed:
-            self.stream.write("\r" + " " * self._drawn_len + "\r" + line + "\n")
-            self._draw()
+        if self._bar is not None and not self._closed:
+            self._bar.write(line, file=self.stream)
         else:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -140,14 +140,10 @@ class Progress:
     def close(self) -> None:
         if self._closed:
             return
-        if self.enabled:
-            if self.tty:
-                if self._drawn != (self.n, self.postfix):
-                    self._draw()
-                self.stream.write("\n")
-                self.stream.flush()
-            else:
-                self._log_line()
+        if self._bar is not None:
+            self._bar.close()  # draws the final state and ends the line
+        elif self.enabled:
+            self._log_line()
         self._closed = True
 
     def __enter__(self) -> Progress:
@@ -156,28 +152,10 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- rendering ---------------------------------------------------------------------------
-
     def _eta(self, elapsed: float) -> float:
         if self.total is None or self.n <= 0 or elapsed <= 0:
             return math.inf
         return max(self.total - self.n, 0) * elapsed / self.n
-
-    def bar_line(self) -> str:
-        """The TTY line: ``desc  45% |█████     | 176/391 [01:02<01:31, 2.8it/s] loss=0.52``."""
-        elapsed = self.elapsed
-        rate = _rate_text(self.n, elapsed, self.unit)
-        head = f"{self.desc}  " if self.desc else ""
-        if self.total is None:
-            line = f"{head}{self.n}{self.unit} [{_clock(elapsed)}, {rate}]"
-        else:
-            frac = min(self.n / self.total, 1.0) if self.total else 1.0
-            filled = int(frac * _BAR_WIDTH)
-            bar = "█" * filled + " " * (_BAR_WIDTH - filled)
-            line = (f"{head}{int(frac * 100):3d}% |{bar}| {self.n}/{self.total} "
-                    f"[{_clock(elapsed)}<{_clock(self._eta(elapsed))}, {rate}]")
-        post = _format_postfix(self.postfix)
-        return f"{line} {post}" if post else line
 
     def log_line(self) -> str:
         """The plain line: ``train  176/391 (45%)  elapsed 1:02  eta 1:31  2.8it/s  loss=0.52``."""
@@ -196,16 +174,6 @@ class Progress:
         if post:
             parts.append(post)
         return "  ".join(parts)
-
-    def _draw(self) -> None:
-        columns = shutil.get_terminal_size((100, 20)).columns
-        line = self.bar_line()[: max(columns - 1, 20)]  # a wrapped line cannot be redrawn with \r
-        pad = " " * max(self._drawn_len - len(line), 0)
-        self.stream.write("\r" + line + pad)
-        self.stream.flush()
-        self._drawn_len = len(line)
-        self._drawn = (self.n, dict(self.postfix))
-        self._last_out = self._time()
 
     def _log_line(self) -> None:
         self.stream.write(self.log_line() + "\n")
