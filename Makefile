@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean results
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,16 +15,23 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 # The main job: train ResNet-18 on CIFAR-10 for one epoch of the fast CPU recipe, then evaluate it.
-# Data: DATA=PATH, else $$RESNETLAB_DATA, else ~/.cache/resnetlab/cifar10, else a download (md5-checked).
+# Data: DATA=PATH, else $$RESNETLAB_DATA, else $$RESNETLAB_CACHE/cifar10 (default ~/.cache/resnetlab), else a download.
 DATA ?=
 DEMO_OUT ?= runs/demo
 demo: $(STAMP)
-	$(VENV)/bin/resnetlab train --config cifar10-resnet18-fast --epochs 1 --download --out $(DEMO_OUT) \
+	$(VENV)/bin/resnetlab train --config cifar10-resnet18-fast --epochs 1 --download --out $(DEMO_OUT) --overwrite \
 		$(if $(DATA),--data $(DATA))
 	$(VENV)/bin/resnetlab eval --checkpoint $(DEMO_OUT) --split test
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Every file in benchmarks/results/ (and docs/analysis/) regenerated, each naming the commit it was made at:
+# about 3.3 hours on 2 cores (benchmarks/run_all.py has the table). ONLY=job[,job] runs some of them;
+# `$(PY) benchmarks/run_all.py --list` shows which results are stale (src/ changed since their commit).
+ONLY ?=
+results: $(STAMP)
+	$(PY) benchmarks/run_all.py $(if $(DATA),--data $(DATA)) $(if $(ONLY),--only $(ONLY))
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -10,6 +10,10 @@ Part 2 (accuracy): a CIFAR-10 ResNet-18 trained with resnetlab (CIFAR stem, 32x3
 with each int8 backend on 300 training images; top-1 on the whole test split before and after.
 
     python benchmarks/inference_cpu.py --checkpoint runs/bench/resnet18-fast --data ~/.cache/resnetlab/cifar10
+
+Run time (2 cores): about 25 min (11 backends x 5 interleaved repeats of 3 s per batch size, each in
+its own process, artefacts prepared and calibrated first; then two int8 quantizations checked on the
+10,000 test images). The checkpoint is the one cifar10_time_to_accuracy.py trains (runs/bench/resnet18-fast).
 """
 
 from __future__ import annotations
@@ -82,19 +86,30 @@ def accuracy(args) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", help="CIFAR-10 ResNet-18 run (for part 2)")
-    p.add_argument("--data", default=str(Path("~/.cache/resnetlab/cifar10").expanduser()))
+    p.add_argument("--data", default=None, help="CIFAR-10 (folder or archive); default: as resnetlab finds it")
     p.add_argument("--threads", type=int)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--runs", type=Path, default=Path("runs/inference_cpu"))
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = p.parse_args()
     env = environment(libraries=library_versions())
+    if args.checkpoint:
+        from resnetlab.data import resolve_data_root
+
+        if not Path(args.checkpoint).exists():
+            raise SystemExit(f"checkpoint {args.checkpoint} not found: train it with "
+                             "benchmarks/cifar10_time_to_accuracy.py --run resnet18-fast=cifar10-resnet18-fast "
+                             "(or drop --checkpoint for the speed part only)")
+        args.data = str(resolve_data_root(args.data))
     result = {"env": env, "speed": None if args.skip_speed else speed(args),
               "accuracy": accuracy(args) if args.checkpoint else None}
-    command = "python benchmarks/inference_cpu.py " + " ".join(sys.argv[1:])
-    lines = ["# Fastest CPU inference for ResNet-18: targets, measured side by side", "", header_md(env, command),
-             "- libraries: " + ", ".join(f"{k} {v}" for k, v in env["libraries"].items()), ""]
+    lines = ["# Fastest CPU inference for ResNet-18: targets, measured side by side", "", header_md(env)]
+    if result["speed"]:
+        lines.append(f"- repeats: {args.repeats} interleaved rounds of {args.seconds:g} s per batch size, each backend "
+                     "in its own process; medians with [min–max] over the rounds")
+    lines.append("")
     if result["speed"]:
         lines += ["## Speed (ResNet-18, 3x224x224, random weights)", "", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {c['target']} | {c['measured']} | {'yes' if c['met'] else '**no**'} |"
@@ -114,7 +129,7 @@ def main() -> None:
             lines.append(f"| {b} | {100 * d['fp32_top1']:.2f} % | {100 * d['int8_top1']:.2f} % | "
                          f"{d['top1_drop_points']:+.2f} | {d['size_bytes'] / 2**20:.1f} | "
                          f"{'yes' if d['top1_drop_points'] <= 1 else '**no**'} |")
-    write("inference_cpu", result, "\n".join(lines) + "\n")
+    write("inference_cpu", result, "\n".join(lines) + "\n", args.out or Path(__file__).resolve().parent / "results")
 
 
 if __name__ == "__main__":
