@@ -156,7 +156,7 @@ def report(args, result: dict) -> None:
     zoo_r = result["zoo"] if "error" not in result["zoo"] else {}
     zoo_ok = [n for n, v in zoo_r.items() if v["ok"]]
     lines = [f"# GPU check: model zoo and engine on CUDA, fast-recipe accuracy at {args.epochs} epochs\n",
-             header_md(env, result["command"]) + f"\n- tree dirty: {env.get('dirty')}", "",
+             header_md(env, result["command"]), "",
              f"- model zoo forward+backward on CUDA (bf16, channels_last): {len(zoo_ok)}/{len(zoo_r)} ok"
              + "".join(f"\n  - FAILED {n}: {v.get('error')}" for n, v in zoo_r.items() if not v["ok"])]
     for name in ("fp16_gradscaler",):

@@ -465,7 +465,8 @@ def markdown(result: dict[str, Any]) -> str:
     env, bss = result["env"], result["batch_sizes"]
     lines = ["# Inference benchmark: models x backends on this machine", "",
              f"- command: `{result.get('command') or 'resnetlab bench'}`",
-             f"- date: {env['date']}; resnetlab {env['resnetlab']} ({env.get('git', '')})",
+             f"- date: {env['date']}; resnetlab {env['resnetlab']} ({env.get('git', '')}"
+             f"{' + uncommitted changes' if env.get('dirty') else ''})",
              f"- machine: {env['cpu']}, {env['cores']} cores, {env['torch_threads']} threads",
              f"- versions: Python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}"
              + "".join(f", {k} {v}" for k, v in env.get("libraries", {}).items()),
