@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from resnetlab.analysis import experiments as ex
+from resnetlab.analysis import experiments as ex  # noqa: E402
 
 GENERATED = (".md", ".png", ".csv", ".json")
 FULL = {"models": "resnet18,plain18,resnet56,plain56", "depths": "20,32,56"}

@@ -257,7 +257,8 @@ def test_degradation_two_seeds_same_init_complete_report(tree, tmp_path, monkeyp
     assert len(metrics.read_text().splitlines()) == 2  # the first call's run, untouched by the second
     resnet = yaml.safe_load((out / "train" / "resnet8-seed3" / "config.yaml").read_text())
     plain = yaml.safe_load((out / "train" / "plain8-seed3" / "config.yaml").read_text())
-    assert resnet["model_kwargs"].get("zero_init_residual") is True and "zero_init_residual" not in plain["model_kwargs"]
+    assert resnet["model_kwargs"].get("zero_init_residual") is True
+    assert "zero_init_residual" not in plain["model_kwargs"]
     report = (out / "report.md").read_text()
     assert "- seeds: 3, 4" in report and "the families start differently" in report
 

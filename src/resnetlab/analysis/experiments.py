@@ -665,7 +665,8 @@ def _history_panel(res: dict[str, dict], key: str, scale: float = 100.0):
                     for s, run in r["seeds"].items()} for label, r in res.items()}
 
 
-def _shortcuts(out: Path, base: TrainConfig, depth: int, seeds: Sequence[int]) -> tuple[dict, list[str], str, list[str]]:
+def _shortcuts(out: Path, base: TrainConfig, depth: int,
+               seeds: Sequence[int]) -> tuple[dict, list[str], str, list[str]]:
     from ..utils.plot import save_figure
 
     name, kwargs = cifar_net("resnet", depth)
@@ -689,7 +690,8 @@ def _shortcuts(out: Path, base: TrainConfig, depth: int, seeds: Sequence[int]) -
     return res, table, concl, ["shortcuts.png"]
 
 
-def _batchnorm(out: Path, base: TrainConfig, depth: int, seeds: Sequence[int]) -> tuple[dict, list[str], str, list[str]]:
+def _batchnorm(out: Path, base: TrainConfig, depth: int,
+               seeds: Sequence[int]) -> tuple[dict, list[str], str, list[str]]:
     from ..utils.plot import save_figure
 
     specs = {}

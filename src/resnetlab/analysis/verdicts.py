@@ -86,7 +86,7 @@ class SeedStats:
         """Mean and range: ``31.20 % (30.90–31.50 over 2 seeds)``; ``seeds=False``: ``31.20 % (30.90–31.50)``."""
         if not self.ok:
             return "-"
-        f = lambda v: f"{scale * v:.{digits}f}"
+        f = lambda v: f"{scale * v:.{digits}f}"  # noqa: E731
         missing = len(self.values) - len(self.ok)
         tail = f", {missing} diverged" if missing else ""
         if len(self.ok) == 1:
@@ -175,7 +175,7 @@ def degradation_verdict(curves: Mapping[str, Mapping[Any, Sequence[Mapping[str, 
         raise ValueError(f"the degradation verdict compares depths: give at least two, got {list(depths)}")
     finals = {f"{k}{d}": final_values(curves.get(f"{k}{d}", {}), "train_error")
               for k in ("plain", "resnet") for d in depths}
-    pct = lambda v: f"{100 * v:.2f}"
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
 
     plain = []
     for lo, hi in itertools.pairwise(depths):
@@ -233,7 +233,7 @@ def compare(a: str, a_values: Sequence[float | None], b: str, b_values: Sequence
         return Comparison(a, b, None, f"no conclusion on {what}: {why}")
     diff = (sa.mean - sb.mean) * (1 if higher_is_better else -1)  # > 0: a is better
     margin = _margin(sa, sb)
-    num = lambda v: f"{scale * v:.2f}{unit}"
+    num = lambda v: f"{scale * v:.2f}{unit}"  # noqa: E731
     if abs(diff) > margin:
         win, lose = (a, b) if diff > 0 else (b, a)
         return Comparison(a, b, win, f"{win} beats {lose} on {what} by {num(abs(diff))}, more than the spread "

@@ -272,7 +272,6 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ..analysis.report import read_report, to_html
     from ..utils.fileio import atomic_write_text
-    from ..utils.fileio import atomic_write_text
 
     text = read_report(args.run_dir)
     if args.html:
