@@ -11,14 +11,11 @@ import csv
 import html
 import json
 import os
-import shlex
-import subprocess
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..utils.env import environment
+from ..utils.env import command_line, environment
 from ..utils.fileio import atomic_open, atomic_write_text
 
 __all__ = [
@@ -33,45 +30,10 @@ __all__ = [
     "write_report",
 ]
 
-try:
-    from ..utils.env import command_line
-except ImportError:  # an older utils.env without it
-
-    def command_line(argv: Sequence[str] | None = None) -> str:
-        """The command that is running, as one would type it again (``python -m resnetlab ...``)."""
-        argv = list(sys.argv if argv is None else argv)
-        if not argv:
-            return ""
-        first = Path(argv[0])
-        if first.name == "__main__.py":  # python -m PACKAGE
-            head = ["python", "-m", first.parent.name]
-        elif first.suffix == ".py":
-            head = ["python", argv[0]]
-        else:  # a console script (resnetlab, pytest)
-            head = [first.name]
-        return " ".join(shlex.quote(a) for a in head + argv[1:])
-
-
-def _git_dirty() -> bool | None:
-    """``git status --porcelain`` of resnetlab's checkout is not empty (None: not a git checkout)."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=30,
-                             cwd=Path(__file__).resolve().parents[1], check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None
-
-
 def provenance() -> dict[str, Any]:
     """What a result came from: git commit and whether the tree was dirty, the exact command, the working
-    folder, the machine and library versions (:func:`resnetlab.utils.env.environment`, completed here
-    where an older version of it lacks a fact)."""
-    facts = environment()
-    if "dirty" not in facts:
-        facts["dirty"] = _git_dirty()
-    facts.setdefault("command", command_line())
-    facts.setdefault("cwd", os.getcwd())
-    return facts
+    folder, the machine and library versions (:func:`resnetlab.utils.env.environment`)."""
+    return environment()
 
 
 def write_provenance(run_dir: Path, facts: Mapping[str, Any]) -> Path:
