@@ -175,33 +175,22 @@ def degradation_verdict(curves: Mapping[str, Mapping[Any, Sequence[Mapping[str, 
         raise ValueError(f"the degradation verdict compares depths: give at least two, got {list(depths)}")
     finals = {f"{k}{d}": final_values(curves.get(f"{k}{d}", {}), "train_error")
               for k in ("plain", "resnet") for d in depths}
-    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
 
-    plain = []
-    for lo, hi in itertools.pairwise(depths):
-        a, b = finals[f"plain{lo}"], finals[f"plain{hi}"]
-        claim = f"plain{hi} trains worse than plain{lo} by more than the spread"
-        why = _undecidable({f"plain{lo}": a, f"plain{hi}": b})
+    def check(lo: str, hi: str, claim: str, holds) -> Check:
+        """``holds(difference, margin)`` on the mean final training errors of nets ``hi`` minus ``lo``."""
+        a, b = finals[lo], finals[hi]
+        why = _undecidable({lo: a, hi: b})
         if why:
-            plain.append(Check(claim, None, why))
-            continue
-        step, margin = b.mean - a.mean, _margin(a, b)
-        plain.append(Check(claim, step > margin, f"plain{hi} {b.text(seeds=False)} vs plain{lo} "
-                                                  f"{a.text(seeds=False)}: {'+' if step >= 0 else ''}{pct(step)} "
-                                                  f"points against a spread of {pct(margin)}"))
-    residual = []
-    for i, lo in enumerate(depths):
-        for hi in depths[i + 1:]:
-            a, b = finals[f"resnet{lo}"], finals[f"resnet{hi}"]
-            claim = f"resnet{hi} trains no worse than resnet{lo} beyond the spread"
-            why = _undecidable({f"resnet{lo}": a, f"resnet{hi}": b})
-            if why:
-                residual.append(Check(claim, None, why))
-                continue
-            rise, margin = b.mean - a.mean, _margin(a, b)
-            residual.append(Check(claim, rise <= margin, f"resnet{hi} {b.text(seeds=False)} vs resnet{lo} "
-                                                         f"{a.text(seeds=False)}: {'+' if rise >= 0 else ''}"
-                                                         f"{pct(rise)} points against a spread of {pct(margin)}"))
+            return Check(claim, None, why)
+        diff, margin = b.mean - a.mean, _margin(a, b)
+        return Check(claim, holds(diff, margin), f"{hi} {b.text(seeds=False)} vs {lo} {a.text(seeds=False)}: "
+                                                 f"{'+' if diff >= 0 else ''}{100 * diff:.2f} points against a "
+                                                 f"spread of {100 * margin:.2f}")
+
+    plain = [check(f"plain{lo}", f"plain{hi}", f"plain{hi} trains worse than plain{lo} by more than the spread",
+                   lambda d, m: d > m) for lo, hi in itertools.pairwise(depths)]
+    residual = [check(f"resnet{lo}", f"resnet{hi}", f"resnet{hi} trains no worse than resnet{lo} beyond the spread",
+                      lambda d, m: d <= m) for i, lo in enumerate(depths) for hi in depths[i + 1:]]
     return DegradationVerdict(plain, residual, _all(plain), _all(residual), finals)
 
 
