@@ -12,6 +12,8 @@ A contender is ``KIND[:key=value;key=value]``. KIND is loop_fp32, loop_bf16_cl o
 loop's options switch on, one at a time, what the engine could do differently:
   data=engine              the engine's own batches (resnetlab's ArrayBatches + BatchAugment, its seeded
                            order) instead of ImageFolder + torchvision transforms in a DataLoader
+  data=subset              ImageFolder + torchvision transforms in a DataLoader, as by default, but over the
+                           engine's training files only (the 45000 left after its held-out validation split)
   no_wd_norm_bias=true     no weight decay on norm weights and biases (resnetlab.train.optim.param_groups)
   schedule=cosine|onecycle, warmup_epochs=F   the engine's lr_factor instead of a constant lr
   label_smoothing=F        label smoothing of the loss
@@ -21,8 +23,8 @@ resnetlab's options are TrainConfig fields (e.g. ``resnetlab:no_wd_norm_bias=tru
     python benchmarks/train_throughput.py --data DATA --steps 200 --seeds 0,1,2
 
 Run time (2 cores): a bf16 contender about 2.7 min per seed at 200 steps (190 img/s plus the test-split
-evaluation), FP32 about 5 min; the default set (FP32 on 2 seeds, bf16 loop and engine on 3, the matched
-loop on 1) about 30 min.
+evaluation), FP32 about 5 min; the default set (FP32 on 2 seeds, bf16 loop, engine and the loop over the
+engine's files on 3, the matched loop on 1) about 38 min.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import environment, fmt_mean_sd, fmt_spread, header_md, jsonable, spread, write  # noqa: E402
 
 KINDS = ("loop_fp32", "loop_bf16_cl", "resnetlab")
-DEFAULT_CONTENDERS = "loop_fp32:seeds=2,loop_bf16_cl,resnetlab,loop_bf16_cl:data=engine;seeds=1"
+DEFAULT_CONTENDERS = ("loop_fp32:seeds=2,loop_bf16_cl,resnetlab,loop_bf16_cl:data=engine;seeds=1,"
+                      "loop_bf16_cl:data=subset")
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 LOOP_OPTIONS = {"data": str, "no_wd_norm_bias": lambda v: str(v).lower() in ("1", "true", "yes"),
                 "schedule": str, "warmup_epochs": float, "label_smoothing": float}
@@ -73,7 +76,12 @@ Rules, fixed before the run:
 - Verdict: R1 fails -> the engine's step or evaluation differs from the plain loop's; else R0 fails -> the data
   pipelines differ; else |gap| > max({R2_SE:g} SE, {R2_MIN_POINTS:g} point) -> a systematic gap (then in which
   batches are drawn, since the step and the pipeline are the same); else -> no systematic gap: the published
-  difference is seed noise (different draws of the same data order and augmentation distributions)."""
+  difference is seed noise (different draws of the same data order and augmentation distributions).
+- R3 (which batches, when R2 finds a gap): the plain bf16 loop over the engine's training files only
+  (`loop_bf16_cl:data=subset`, torchvision's sampler and transforms) is compared, by R2's rule, with the plain loop
+  (d_loop) and with the engine (d_engine). Within the loop and apart from the engine -> the cause is the engine's
+  draws (its order and augmentation machinery), not its 45000-image subset; within the engine and apart from the
+  loop -> the cause is the subset (the held-out validation split); otherwise -> undecided."""
 
 
 # --- contenders -----------------------------------------------------------------------------------
@@ -125,6 +133,15 @@ def _engine_config(data: Path, steps: int, batch: int, lr: float, seed: int, out
     return load_config(None, {**{k: v for k, v in want.items() if k in names}, **overrides})
 
 
+def engine_train_files(data: Path, steps: int, batch: int, lr: float, seed: int) -> set[str]:
+    """The real paths of the files the engine trains on for this seed (train/ minus its held-out validation)."""
+    from resnetlab.train.distributed import DistInfo
+    from resnetlab.train.loaders import build_data
+
+    bundle = build_data(_engine_config(data, steps, batch, lr, seed, "unused", {}), DistInfo())
+    return {os.path.realpath(p) for p in bundle.train.paths}
+
+
 def engine_batches(data: Path, steps: int, batch: int, lr: float, seed: int):
     """The training batches the engine draws for this seed (resnetlab.train.loaders, as the Trainer calls it)."""
     from resnetlab.train.distributed import DistInfo
@@ -149,16 +166,18 @@ def plain_loop(data: Path, steps: int, batch: int, lr: float, bf16: bool, worker
     if o.get("data", "torchvision") == "engine":
         loader, num_train = engine_batches(data, steps, batch, lr, seed)
         loader_workers = 0
-    elif o.get("data", "torchvision") == "torchvision":
+    elif o.get("data", "torchvision") in ("torchvision", "subset"):
         train_tf = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                                        transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
-        train = datasets.ImageFolder(data / "train", train_tf)
+        keep = engine_train_files(data, steps, batch, lr, seed) if o.get("data") == "subset" else None
+        valid = None if keep is None else (lambda path: os.path.realpath(path) in keep)
+        train = datasets.ImageFolder(data / "train", train_tf, is_valid_file=valid)
         g = torch.Generator().manual_seed(seed)
         loader = torch.utils.data.DataLoader(train, batch, shuffle=True, num_workers=workers, drop_last=True,
                                              generator=g, persistent_workers=workers > 0)
         loader_workers, num_train = workers, len(train)
     else:
-        raise SystemExit(f"data={o['data']!r}: choose torchvision or engine")
+        raise SystemExit(f"data={o['data']!r}: choose torchvision, engine or subset")
     model = _model(seed)
     fmt = torch.channels_last if bf16 else torch.contiguous_format
     model = model.to(memory_format=fmt)
@@ -375,6 +394,7 @@ def gap_verdict(runs: dict[str, list[dict]], check: dict | None) -> dict:
         systematic = abs(gap) > out["threshold"]
     else:
         systematic = None
+    out["R3"] = _which_batches(runs, te, tp) if systematic else None
     if r1 is False:
         out["verdict"] = "cause in the engine: its step or evaluation differs from the plain loop's on the same batches"
     elif r0 is False:
@@ -385,7 +405,8 @@ def gap_verdict(runs: dict[str, list[dict]], check: dict | None) -> dict:
     elif systematic:
         out["verdict"] = (f"systematic gap of {out['gap']:+.2f} points (> {out['threshold']:.2f}); the step "
                           + ("and the pipeline are the same (R0, R1), so the cause is in which batches are drawn"
-                             if r0 and r1 else "was not compared (R0/R1 not run)"))
+                             if r0 and r1 else "was not compared (R0/R1 not run)")
+                          + (f"; R3: {out['R3']['cause']}" if out.get("R3") else ""))
     else:
         out["verdict"] = (f"no systematic gap: {out['gap']:+.2f} points, within {out['threshold']:.2f} "
                           f"(max({R2_SE:g} SE, {R2_MIN_POINTS:g})); "
@@ -393,6 +414,31 @@ def gap_verdict(runs: dict[str, list[dict]], check: dict | None) -> dict:
                              "difference is seed noise" if r0 and r1 else
                              "R0/R1 not run, so the step was not compared"))
     return out
+
+
+def _apart(a: list[float], b: list[float]) -> dict:
+    """R2's rule between two sets of per-seed top-1s (points): difference, SE, threshold, apart or not."""
+    d = statistics.fmean(a) - statistics.fmean(b)
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    thr = max(R2_SE * se, R2_MIN_POINTS)
+    return {"diff": d, "se": se, "threshold": thr, "apart": abs(d) > thr}
+
+
+def _which_batches(runs: dict[str, list[dict]], te: list[float], tp: list[float]) -> dict | None:
+    """R3: the plain loop over the engine's training files against the plain loop and against the engine."""
+    sub = next((v for k, v in runs.items() if k.startswith("loop_bf16_cl:") and parse_contender(k)[1].get(
+        "data") == "subset" and set(parse_contender(k)[1]) <= {"data", "seeds"}), [])
+    ts = [100 * r["top1"] for r in sub]
+    if len(ts) < 2:
+        return {"cause": "not run (needs loop_bf16_cl:data=subset on at least 2 seeds)"}
+    d_loop, d_engine = _apart(ts, tp), _apart(ts, te)
+    if not d_loop["apart"] and d_engine["apart"]:
+        cause = "the engine's draws (its order and augmentation machinery), not its 45000-image subset"
+    elif d_loop["apart"] and not d_engine["apart"]:
+        cause = "the engine's 45000-image subset (the held-out validation split), not its draws"
+    else:
+        cause = "undecided: the subset run is " + ("apart from both" if d_loop["apart"] else "within both")
+    return {"subset_mean": statistics.fmean(ts), "d_loop": d_loop, "d_engine": d_engine, "cause": cause}
 
 
 def report(args, env: dict, seeds: list[int], runs: dict[str, list[dict]], check: dict | None, wall: float) -> None:
@@ -408,8 +454,8 @@ def report(args, env: dict, seeds: list[int], runs: dict[str, list[dict]], check
     def label(name: str) -> str:
         kind, opts = parse_contender(name)
         opts.pop("seeds", None)
-        extra = "; ".join("the engine's batches" if (k, v) == ("data", "engine") else f"{k}={v}"
-                          for k, v in opts.items())
+        words = {("data", "engine"): "the engine's batches", ("data", "subset"): "only the engine's training files"}
+        extra = "; ".join(words.get((k, v), f"{k}={v}") for k, v in opts.items())
         return labels[kind] + (f" + {extra}" if extra else "")
 
     ratio = lambda v, b: f"{v / b:.2f}x" if b else "–"  # noqa: E731
@@ -490,6 +536,14 @@ def gap_section(args, stats: dict, v: dict, check: dict | None) -> list[str]:
                      + ", ".join(f"{g:+.2f}" for g in v["paired_gaps"])
                      + f"; the plain loop alone spans {v['loop_seed_range']:.2f} points across seeds, the engine "
                      f"{v['engine_seed_range']:.2f}")
+    r3 = v.get("R3")
+    if r3 and "d_loop" in r3:
+        dl, de = r3["d_loop"], r3["d_engine"]
+        lines.append(f"- R3: the plain loop over the engine's training files {r3['subset_mean']:.2f} %: "
+                     f"{dl['diff']:+.2f} points from the plain loop (threshold {dl['threshold']:.2f}), "
+                     f"{de['diff']:+.2f} from the engine (threshold {de['threshold']:.2f}) -> {r3['cause']}")
+    elif r3:
+        lines.append(f"- R3: {r3['cause']}")
     lines += ["", f"**Verdict: {v['verdict']}.**", ""]
     return lines
 
