@@ -386,12 +386,11 @@ def gap_verdict(runs: dict[str, list[dict]], check: dict | None) -> dict:
     te, tp = [100 * r["top1"] for r in e.values()], [100 * r["top1"] for r in p.values()]
     out = {"R0": r0, "R1": r1, "R1_rows": r1_rows, "n_engine": len(te), "n_loop": len(tp)}
     if len(te) >= 2 and len(tp) >= 2:
-        gap = statistics.fmean(te) - statistics.fmean(tp)
-        se = math.sqrt(statistics.variance(te) / len(te) + statistics.variance(tp) / len(tp))
+        r2 = _apart(te, tp)
         paired = [100 * (e[s]["top1"] - p[s]["top1"]) for s in sorted(set(e) & set(p))]
-        out.update(gap=gap, se=se, threshold=max(R2_SE * se, R2_MIN_POINTS), paired_gaps=paired,
+        out.update(gap=r2["diff"], se=r2["se"], threshold=r2["threshold"], paired_gaps=paired,
                    loop_seed_range=max(tp) - min(tp), engine_seed_range=max(te) - min(te))
-        systematic = abs(gap) > out["threshold"]
+        systematic = r2["apart"]
     else:
         systematic = None
     out["R3"] = _which_batches(runs, te, tp) if systematic else None
