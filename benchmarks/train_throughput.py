@@ -320,6 +320,9 @@ def main() -> None:
     p.add_argument("--only", default=DEFAULT_CONTENDERS, help=f"contenders (default {DEFAULT_CONTENDERS})")
     p.add_argument("--skip-pipeline-check", action="store_true", help="skip R0 (the image-by-image check)")
     p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--merge", type=Path, default=None,
+                   help="an earlier train_throughput.json made with the same steps, batch, lr and workers at a commit "
+                        "whose src/ is this one's: its runs count as run here (more seeds without rerunning)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -338,14 +341,17 @@ def main() -> None:
     for name in names:
         _, opts = parse_contender(name)
         limits[name] = int(opts.get("seeds", len(seeds)))
-    check = None if args.skip_pipeline_check else pipeline_check(args.data, seeds[0])
+    merged = load_merge(args) if args.merge else None
+    check = merged["check"] if merged and args.skip_pipeline_check else (
+        None if args.skip_pipeline_check else pipeline_check(args.data, seeds[0]))
     if check:
         print(f"R0 pipeline check: {check}", file=sys.stderr, flush=True)
-    runs: dict[str, list[dict]] = {n: [] for n in names}
+    runs: dict[str, list[dict]] = {**(merged["runs"] if merged else {}), **{n: [] for n in names
+                                                                          if not merged or n not in merged["runs"]}}
     t0 = time.perf_counter()
     for si, seed in enumerate(seeds):
         for name in names:  # interleaved: every seed runs each contender once
-            if si >= limits[name]:
+            if si >= limits[name] or any(r["seed"] == seed for r in runs[name]):
                 continue
             cmd = [sys.executable, __file__, "--worker", name, "--data", str(args.data), "--steps", str(args.steps),
                    "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--workers", str(args.workers),
@@ -359,7 +365,26 @@ def main() -> None:
             r = runs[name][-1]
             print(f"  top-1 {100 * r['top1']:.2f} %, {r['img_per_s']:.1f} img/s, {r['wall_s']:.0f} s",
                   file=sys.stderr, flush=True)
-    report(args, env, seeds, runs, check, time.perf_counter() - t0)
+    seeds = sorted({r["seed"] for rs in runs.values() for r in rs})
+    report(args, env, seeds, runs, check, time.perf_counter() - t0, merged)
+
+
+def load_merge(args) -> dict:
+    """The runs of an earlier results file, refused unless they measured the same thing with the same src/."""
+    prev = json.loads(args.merge.read_text())
+    same = {k: prev["args"].get(k) for k in ("steps", "batch_size", "lr", "workers")}
+    want = {k: getattr(args, k) for k in same}
+    if same != want:
+        raise SystemExit(f"--merge {args.merge}: made with {same}, this run uses {want}")
+    commit = prev["env"].get("git")
+    diff = subprocess.run(["git", "diff", "--quiet", str(commit), "HEAD", "--", "src"], cwd=Path(__file__).parents[1])
+    if not commit or prev["env"].get("dirty") or diff.returncode != 0:
+        raise SystemExit(f"--merge {args.merge}: made at {commit} (dirty {prev['env'].get('dirty')}); its src/ "
+                         "must be this checkout's, on a clean tree")
+    n = sum(len(v) for v in prev["runs"].values())
+    print(f"merging {n} runs from {args.merge} (commit {commit}, src/ identical)", file=sys.stderr, flush=True)
+    return {"runs": {k: list(v) for k, v in prev["runs"].items()}, "check": prev.get("pipeline_check"),
+            "file": str(args.merge), "commit": commit, "command": prev["env"].get("command"), "n_runs": n}
 
 
 # --- verdict and report ----------------------------------------------------------------------------
@@ -440,7 +465,8 @@ def _which_batches(runs: dict[str, list[dict]], te: list[float], tp: list[float]
     return {"subset_mean": statistics.fmean(ts), "d_loop": d_loop, "d_engine": d_engine, "cause": cause}
 
 
-def report(args, env: dict, seeds: list[int], runs: dict[str, list[dict]], check: dict | None, wall: float) -> None:
+def report(args, env: dict, seeds: list[int], runs: dict[str, list[dict]], check: dict | None, wall: float,
+           merged: dict | None = None) -> None:
     stats = {n: {"img_per_s": spread([r["img_per_s"] for r in rs]), "top1": spread([r["top1"] for r in rs]),
                  "data_wait_frac": spread([r.get("data_wait_frac", 0.0) for r in rs]),
                  "seeds": [r["seed"] for r in rs], "train_images": rs[0].get("train_images") if rs else None}
@@ -473,12 +499,17 @@ def report(args, env: dict, seeds: list[int], runs: dict[str, list[dict]], check
           f"ImageFolder + PIL transforms, {args.workers} DataLoader workers; throughput from the first batch to the "
           "last step (evaluation excluded); each (contender, seed) in its own process, contenders interleaved per "
           f"seed; the seed sets initial weights, data order and augmentation draws; {wall / 60:.0f} min in all, "
-          f"load average {_load()} at the end (a shared machine: speed ratios move with it, top-1 does not)", "",
-          *rows, ""]
+          f"load average {_load()} at the end (a shared machine: speed ratios move with it, top-1 does not)"]
+    if merged:
+        md.append(f"- merged: {merged['n_runs']} runs (every seed not run here) from the results of commit "
+                  f"{merged['commit']} (`{merged['command']}`), whose src/ is this commit's; R0 "
+                  f"{'from that run' if args.skip_pipeline_check else 'rerun here'}; the rules apply to all seeds")
+    md += ["", *rows, ""]
     md += gap_section(args, stats, verdict, check)
     write("train_throughput", {"env": env, "args": jsonable(vars(args)), "seeds": seeds, "rules": RULES,
                                "pipeline_check": check, "verdict": verdict, "stats": stats, "runs": runs,
-                               "wall_s": wall}, "\n".join(md) + "\n",
+                               "wall_s": wall, "merged": {k: v for k, v in (merged or {}).items() if k != "runs"}
+                               or None}, "\n".join(md) + "\n",
           args.out or Path(__file__).resolve().parent / "results")
 
 
