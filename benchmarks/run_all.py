@@ -117,7 +117,7 @@ def _commits_in(obj, found: dict[str, dict]) -> None:
             _commits_in(v, found)
 
 
-_MD_PATTERNS = (r"commit ([0-9a-f]{7,40})\b", r"\bgit: ([0-9a-f]{7,40})\b", r"resnetlab [0-9.]+ \(([0-9a-f]{7,40})\)",
+_MD_PATTERNS = (r"commit ([0-9a-f]{7,40})\b", r"\bgit:? ([0-9a-f]{7,40})\b", r"resnetlab [0-9.]+ \(([0-9a-f]{7,40})\)",
                 r"resnetlab [0-9.]+;? \(([0-9a-f]{7,40})\)")
 
 
