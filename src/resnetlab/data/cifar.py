@@ -10,13 +10,10 @@ file lock, so jobs sharing a cache fetch it once.
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import logging
 import os
 import pickle
 import tarfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -24,8 +21,7 @@ from typing import IO
 
 import numpy as np
 
-from ..utils.fileio import atomic_open
-from ..utils.progress import Progress
+from ..utils.download import download_file, file_digest
 from .arrays import ArrayDataset, carve_split
 from .lock import data_lock
 
@@ -144,40 +140,6 @@ def open_cifar10(source: Path, split: str, *, val_split: float = 0.0, seed: int 
                        f"{source} ({split}: val_split={val_split}, seed={seed} of the training batches)")
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class _Truncated(OSError):
-    """The connection ended before Content-Length bytes arrived."""
-
-
-def _permanent(e: BaseException) -> bool:
-    """An HTTP answer that a retry will not change (404, 403, ...): not worth retrying."""
-    return isinstance(e, urllib.error.HTTPError) and 400 <= e.code < 500 and e.code not in (408, 425, 429)
-
-
-def _fetch(url: str, dest: Path, md5: str, timeout: float, progress: bool) -> None:
-    """One attempt: stream ``url`` into ``dest`` (atomically), checking its length and md5."""
-    h, got = hashlib.md5(), 0
-    with urllib.request.urlopen(url, timeout=timeout) as resp, atomic_open(dest, "wb") as out:
-        total = int(resp.headers.get("Content-Length") or 0)
-        with Progress(total or None, f"downloading {url}", enabled=progress, unit="B") as bar:
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                out.write(block)
-                h.update(block)
-                got += len(block)
-                bar.update(len(block))
-        if total and got != total:
-            raise _Truncated(f"the connection ended after {got} of {total} bytes")
-        if h.hexdigest() != md5:
-            raise ValueError(f"md5 mismatch for {url}: expected {md5}, got {h.hexdigest()}; the download was deleted")
-
-
 def download_cifar10(
     root: str | os.PathLike, *, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5, progress: bool = True,
     timeout: float = 60.0, retries: int = 3, backoff_s: float = 1.0,
@@ -197,18 +159,7 @@ def download_cifar10(
     root.mkdir(parents=True, exist_ok=True)
     dest = root / (os.path.basename(urllib.request.urlparse(url).path) or ARCHIVE)
     with data_lock(root, f"download-{dest.name}"):
-        if dest.is_file() and _md5(dest) == md5:
+        if dest.is_file() and file_digest(dest, "md5") == md5:
             return dest
-        for attempt in range(retries + 1):
-            try:
-                _fetch(url, dest, md5, timeout, progress)
-                break
-            except (OSError, http.client.HTTPException) as e:
-                if _permanent(e) or attempt == retries:
-                    raise OSError(f"cannot download {url} ({type(e).__name__}: {e}; {attempt + 1} attempt(s))") from e
-                wait = backoff_s * 2**attempt
-                log.warning("downloading %s failed (%s: %s); retry %d of %d in %.3g s",
-                            url, type(e).__name__, e, attempt + 1, retries, wait)
-                time.sleep(wait)
-    log.info("downloaded %s to %s", url, dest)
-    return dest
+        return download_file(url, dest, expected=md5, algorithm="md5", timeout=timeout, retries=retries,
+                             backoff_s=backoff_s, progress=progress)
