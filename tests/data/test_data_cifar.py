@@ -15,6 +15,7 @@ import pytest
 from data_helpers import cifar_batches, cifar_pickle, write_cifar_archive, write_cifar_folder
 
 import resnetlab.data.cifar as cifar_mod
+import resnetlab.utils.download as download_mod
 from resnetlab.data import ArrayDataset, download_cifar10, open_dataset
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -164,7 +165,7 @@ class _Server:
 def test_download_times_out_and_retries_with_backoff(tmp_path, monkeypatch):
     archive = write_cifar_archive(tmp_path / "src" / "cifar-10-python.tar.gz", cifar_batches())
     body, waits = archive.read_bytes(), []
-    monkeypatch.setattr(cifar_mod.time, "sleep", waits.append)
+    monkeypatch.setattr(download_mod.time, "sleep", waits.append)  # the one download helper CIFAR uses
     with _Server(body, ["stall_headers", "stall_body", "cut", "503"]) as server:
         t0 = time.monotonic()
         got = download_cifar10(tmp_path / "dl", url=server.url, md5=hashlib.md5(body).hexdigest(), progress=False,
@@ -176,7 +177,7 @@ def test_download_times_out_and_retries_with_backoff(tmp_path, monkeypatch):
 
 
 def test_download_gives_up_naming_the_url(tmp_path, monkeypatch):
-    monkeypatch.setattr(cifar_mod.time, "sleep", lambda s: None)
+    monkeypatch.setattr(download_mod.time, "sleep", lambda s: None)
     with _Server(b"x", ["404"]) as server:
         with pytest.raises(OSError, match=r"cannot download http://127.*HTTPError.*404.*1 attempt"):
             download_cifar10(tmp_path / "dl", url=server.url, md5="0" * 32, progress=False, retries=3)

@@ -45,6 +45,8 @@ def test_missing_keys_and_bad_labels(tmp_path):
     np.savez(tmp_path / "half.npz", train_images=np.zeros((2, 4, 4), np.uint8), train_labels=np.zeros(2, int))
     with pytest.raises(ValueError, match=r"half.npz: split 'test' needs .*found \['train_images', 'train_labels'\]"):
         open_dataset(tmp_path / "half.npz", "test")
-    np.savez(tmp_path / "multi.npz", train_images=np.zeros((2, 4, 4), np.uint8), train_labels=np.zeros((2, 3), int))
-    with pytest.raises(ValueError, match="multi-label"):
+    labels = np.array([[0, 1, 2], [1, 0, 0]])  # three columns: multi-label, so 0/1 only
+    np.savez(tmp_path / "multi.npz", train_images=np.zeros((2, 4, 4), np.uint8), train_labels=labels)
+    with pytest.raises(ValueError, match=r"multi.npz: train_labels has 3 columns, so it is read as multi-label, but "
+                                         r"holds values other than 0/1: \[0, 1, 2\]"):
         open_dataset(tmp_path / "multi.npz", "train")

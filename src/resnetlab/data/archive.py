@@ -15,7 +15,6 @@ was not made by resnetlab (a folder filled by hand), the archive is unpacked bes
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from ..utils.download import file_digest
 from ..utils.fileio import atomic_write_text
 from .cache import default_cache_dir
 from .lock import data_lock
@@ -63,11 +63,7 @@ def find_image_archive(folder: Path) -> Path | None:
 
 
 def archive_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def _data_root(folder: Path) -> Path:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["ArrayDataset", "split_indices", "carve_split"]
+__all__ = ["ArrayDataset", "split_indices", "carve_split", "stratify_key"]
 
 
 class ArrayDataset:
@@ -32,10 +32,16 @@ class ArrayDataset:
                 f"images must be uint8 of shape (N, H, W, C) with C in (1, 3), got "
                 f"{images.dtype} {tuple(images.shape)} from {source}"
             )
-        targets = np.asarray(targets, dtype=np.int64).reshape(-1)
+        targets = np.asarray(targets, dtype=np.int64)
+        targets = targets if targets.ndim == 2 and targets.shape[1] > 1 else targets.reshape(-1)
         if len(targets) != len(images):
             raise ValueError(f"{len(images)} images but {len(targets)} targets in {source}")
-        if len(targets) and (targets.min() < 0 or targets.max() >= len(classes)):
+        if targets.ndim == 2:  # multi-label: one 0/1 column per label
+            if targets.shape[1] != len(classes) or not np.isin(targets, (0, 1)).all():
+                raise ValueError(f"multi-label targets must be 0/1 of shape (N, {len(classes)}) for {len(classes)} "
+                                 f"labels, got shape {targets.shape} with values "
+                                 f"{np.unique(targets)[:5].tolist()} in {source}")
+        elif len(targets) and (targets.min() < 0 or targets.max() >= len(classes)):
             raise ValueError(
                 f"labels must lie in 0..{len(classes) - 1} for {len(classes)} classes, got "
                 f"{targets.min()}..{targets.max()} in {source}"
@@ -50,6 +56,11 @@ class ArrayDataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def multilabel(self) -> bool:
+        """Several 0/1 labels per image (targets of shape (N, L)) rather than one class index."""
+        return self.targets.ndim == 2
 
     @property
     def in_chans(self) -> int:
@@ -108,7 +119,18 @@ def split_indices(
     return np.sort(np.concatenate(train + empty)), np.sort(np.concatenate(val + empty))
 
 
+def stratify_key(targets: np.ndarray, classes: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """What a stratified split balances: the class, or for multi-label targets each image's rarest
+    positive label ("(none)" without one), so that rare findings land on both sides."""
+    if targets.ndim == 1:
+        return targets, list(classes)
+    freq = np.where(targets == 1, targets.sum(0, keepdims=True), np.iinfo(np.int64).max)
+    key = np.where(targets.any(1), freq.argmin(1), targets.shape[1])
+    return key, [*classes, "(none)"]
+
+
 def carve_split(ds: ArrayDataset, split: str, val_split: float, seed: int, source: str) -> ArrayDataset:
     """The seeded, stratified ``val_split`` fraction of ``ds`` for split "val", the rest otherwise."""
-    train_idx, val_idx = split_indices(ds.targets, val_split, seed, ds.classes)
+    key, names = stratify_key(ds.targets, ds.classes)
+    train_idx, val_idx = split_indices(key, val_split, seed, names)
     return ds.subset(val_idx if split == "val" else train_idx, source=source)

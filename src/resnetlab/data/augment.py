@@ -240,13 +240,15 @@ def folder_transform(
     in_chans: int = 3,
     crop_pad: int = 4,
     cutout: int = 0,
+    flip: bool = True,
 ) -> Callable[[Image.Image], Tensor]:
     """torchvision v2 pipeline for a streamed PIL image -> normalised float CHW tensor.
 
     "imagenet": train RandomResizedCrop + flip (+ auto_augment); eval Resize(image_size / 0.875)
     + CenterCrop. "cifar": train Resize + RandomCrop(image_size) after ``crop_pad`` zero padding
     (0: no padding, so an image already at image_size is only flipped) + flip (+ auto_augment); eval
-    Resize + CenterCrop to image_size. Training with ``cutout > 0`` (either preset) then zeroes a
+    Resize + CenterCrop to image_size; ``flip=False`` drops the flips (images with a handedness: chest
+    X-rays, organ masks). Training with ``cutout > 0`` (either preset) then zeroes a
     square of that side after normalisation (:class:`Cutout`, the same :func:`cutout` as
     :class:`BatchAugment`). Images are converted to RGB (in_chans=3) or L (1).
     """
@@ -261,11 +263,11 @@ def folder_transform(
     mean, std = _channel_stats(mean, std, in_chans)
     ops: list = [_ConvertMode("L" if in_chans == 1 else "RGB")]
     if train and preset == "imagenet":
-        ops += [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+        ops += [v2.RandomResizedCrop(image_size, antialias=True)] + ([v2.RandomHorizontalFlip()] if flip else [])
     elif train:
         ops += [v2.Resize(image_size, antialias=True),
-                v2.RandomCrop(image_size, padding=crop_pad or None, pad_if_needed=True),
-                v2.RandomHorizontalFlip()]
+                v2.RandomCrop(image_size, padding=crop_pad or None, pad_if_needed=True)]
+        ops += [v2.RandomHorizontalFlip()] if flip else []
     else:
         resize = int(image_size / 0.875) if preset == "imagenet" else image_size
         ops += [v2.Resize(resize, antialias=True), v2.CenterCrop(image_size)]

@@ -18,7 +18,9 @@ from torch import Tensor
 from .arrays import ArrayDataset
 from .folder import FolderDataset, collate_skip_bad
 
-__all__ = ["ArrayBatches", "FolderBatches", "mix_seed", "generator", "eval_order"]
+__all__ = ["ArrayBatches", "FolderBatches", "mix_seed", "generator", "eval_order", "train_order", "SAMPLERS"]
+
+SAMPLERS = ("shuffle", "balanced")
 
 
 def mix_seed(*parts: int) -> int:
@@ -41,6 +43,34 @@ def eval_order(n: int, used: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=generator(seed, -1))[:used].sort().values
 
 
+def train_order(targets: np.ndarray | list[int], seed: int, epoch: int, sampler: str = "shuffle") -> torch.Tensor:
+    """The epoch's order of training samples, a function of (seed, epoch) alone, so resumes are exact.
+
+    ``shuffle``: a permutation. ``balanced``: as many draws as samples (the epoch keeps its size), each
+    picking a class uniformly among those present, then a sample of it uniformly, with replacement:
+    every class is seen equally often in expectation (class-balanced sampling, e.g. Kang et al. 2020).
+    """
+    n = len(targets)
+    g = generator(seed, epoch)
+    if sampler == "shuffle":
+        return torch.randperm(n, generator=g)
+    if sampler != "balanced":
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    if t.dim() != 1:
+        raise ValueError("sampler='balanced' draws one class per image; a multi-label task has several labels per "
+                         "image: use sampler='shuffle' with class_weights (a positive weight per label)")
+    present = torch.unique(t)
+    members = [torch.nonzero(t == c).flatten() for c in present.tolist()]
+    pick = torch.randint(len(present), (n,), generator=g)
+    u = torch.rand(n, generator=g, dtype=torch.float64)
+    order = torch.empty(n, dtype=torch.int64)
+    for k, idx in enumerate(members):
+        sel = pick == k
+        order[sel] = idx[(u[sel] * len(idx)).long().clamp_(max=len(idx) - 1)]
+    return order
+
+
 def _num_batches(n: int, batch_size: int, train: bool, limit: int | None) -> int:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
@@ -56,21 +86,23 @@ class ArrayBatches:
     """
 
     def __init__(self, ds: ArrayDataset, batch_size: int, transform: Callable, *, train: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, limit: int | None = None) -> None:
+                 rank: int = 0, world_size: int = 1, limit: int | None = None, sampler: str = "shuffle") -> None:
         self.ds, self.batch_size, self.transform, self.train, self.seed = ds, batch_size, transform, train, seed
+        self.sampler = sampler
         self.rank, self.world_size = rank, world_size
         self.num_batches = _num_batches(len(ds), batch_size, train, limit)
         self.epoch_bad = 0  # decoded arrays hold no unreadable files
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, int]]:
         n = len(self.ds)
-        order = torch.randperm(n, generator=generator(self.seed, epoch)) if self.train else eval_order(
+        order = train_order(self.ds.targets, self.seed, epoch, self.sampler) if self.train else eval_order(
             n, self.num_batches * self.batch_size, self.seed)
         for b in range(start, self.num_batches):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size].numpy()
             images = torch.from_numpy(np.ascontiguousarray(self.ds.images[idx]))
             x = self.transform(images, generator(self.seed, epoch, b, 1))
             y = torch.from_numpy(np.asarray(self.ds.targets[idx], dtype=np.int64))
+            y = y.float() if y.dim() == 2 else y  # multi-label: 0/1 per label, as BCE takes them
             if self.world_size > 1:  # the same global batch, cut into one slice per rank
                 per = len(idx) // self.world_size
                 x, y = (t[self.rank * per:(self.rank + 1) * per] for t in (x, y))
@@ -101,15 +133,15 @@ class FolderBatches:
     """
 
     def __init__(self, ds: FolderDataset, batch_size: int, *, train: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, workers: int = 0, limit: int | None = None) -> None:
-        self.ds, self.batch_size, self.train, self.seed = ds, batch_size, train, seed
+                 world_size: int = 1, workers: int = 0, limit: int | None = None, sampler: str = "shuffle") -> None:
+        self.ds, self.batch_size, self.train, self.seed, self.sampler = ds, batch_size, train, seed, sampler
         self.rank, self.world_size, self.workers = rank, world_size, workers
         self.num_batches = _num_batches(len(ds), batch_size, train, limit)
         self.epoch_bad = 0
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, int]]:
         n, w = len(self.ds), self.world_size
-        order = torch.randperm(n, generator=generator(self.seed, epoch)) if self.train else eval_order(
+        order = train_order(self.ds.targets, self.seed, epoch, self.sampler) if self.train else eval_order(
             n, self.num_batches * self.batch_size, self.seed)
         order = order[start * self.batch_size: self.num_batches * self.batch_size]
         per = self.batch_size // w
@@ -124,5 +156,5 @@ class FolderBatches:
             self.epoch_bad += len(bad)
             if len(y) == 0:  # every file of this batch was unreadable: skip it, count it
                 continue
-            yield x, y, pending
+            yield x, (y.float() if y.dim() == 2 else y), pending  # multi-label: 0/1 per label, as BCE takes
             pending = 0

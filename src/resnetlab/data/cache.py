@@ -42,7 +42,7 @@ from .folder import (
 )
 from .lock import data_lock
 
-__all__ = ["open_image_folder", "default_cache_dir", "CACHE_VERSION"]
+__all__ = ["open_image_folder", "open_file_split", "FileSplit", "default_cache_dir", "CACHE_VERSION"]
 
 
 log = logging.getLogger("resnetlab")
@@ -101,13 +101,14 @@ def _header_chunk(paths: list[str]) -> list:
     return [read_header(p) for p in paths]
 
 
-def _decode_chunk(npy: str, start: int, mode: str, size: tuple[int, int], paths: list[str]) -> list:
+def _decode_chunk(npy: str, start: int, mode: str, size: tuple[int, int], window: tuple[float, float] | None,
+                  paths: list[str]) -> list:
     """Decode ``paths`` into rows ``start:`` of the .npy at ``npy``; returns [(row, reason)]."""
     arr = np.load(npy, mmap_mode="r+")
     bad = []
     for j, p in enumerate(paths):
         try:
-            arr[start + j] = np.asarray(load_image(p, mode, size), dtype=np.uint8).reshape(arr.shape[1:])
+            arr[start + j] = np.asarray(load_image(p, mode, size, window), dtype=np.uint8).reshape(arr.shape[1:])
         except Exception as e:  # noqa: BLE001 - reported and skipped by the caller
             bad.append((start + j, describe_error(e)))
     arr.flush()
@@ -145,14 +146,15 @@ def _strict_check(skipped: list[tuple[str, str]]) -> None:
         raise ValueError(f"cannot read {path}: {reason} (strict=True; {len(skipped)} bad file(s) in all)")
 
 
-def _build_array(npy: Path, paths: list[str], mode: str, size: tuple[int, int], progress: bool) -> list:
+def _build_array(npy: Path, paths: list[str], mode: str, size: tuple[int, int], progress: bool,
+                 window: tuple[float, float] | None = None) -> list:
     """Decode ``paths`` into a new .npy at ``npy`` (atomically); returns the bad rows as [(row, reason)]."""
     c = 1 if mode == "L" else 3
     with atomic_path(npy) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size[1], size[0], c))
         del arr
         bar = Progress(len(paths), f"caching {len(paths)} images", enabled=progress, unit="img")
-        jobs = [(str(tmp), start, mode, size, part) for start, part in _chunks(paths)]
+        jobs = [(str(tmp), start, mode, size, window, part) for start, part in _chunks(paths)]  # paths last: _map
         bad = sorted(b for part in _map(_decode_chunk, jobs, len(paths), bar) for b in part)
         bar.close()
         if bad:  # drop the rows that failed to decode, chunk by chunk, into a replacement of tmp
@@ -183,8 +185,12 @@ def _safe(name: str) -> str:
 
 
 @dataclass
-class _Split:
-    """One split's files after the stat scan: all of its folder, and the selected rows."""
+class FileSplit:
+    """One split's files after the stat scan: all of its folder (or file list), and the selected rows.
+
+    Image folders make one with their folder walk; :mod:`resnetlab.data.csvlist` with a CSV of paths;
+    :func:`open_file_split` then caches or streams it the same way.
+    """
 
     folder: Path
     split: str
@@ -193,14 +199,17 @@ class _Split:
     rel: list[str]  # paths relative to folder
     sel: np.ndarray  # indices of the files in this split (all, or a val_split part)
     source: str
+    salt: str = ""  # what else the labels depend on (a file list's own digest); part of every key
+    window: tuple[float, float] | None = None  # DICOM VOI window overriding the files' own; part of every key
 
     def key(self, *extra: Any, rows: Sequence[int] | None = None) -> str:
         rows = range(len(self.files)) if rows is None else np.asarray(rows).tolist()
         listing = [[self.rel[i], self.files[i][2], self.files[i][3]] for i in rows]
-        return _hash(CACHE_VERSION, str(self.folder), *extra, listing)
+        more = ([self.salt] if self.salt else []) + ([list(self.window)] if self.window else [])
+        return _hash(CACHE_VERSION, str(self.folder), *extra, *more, listing)
 
 
-def _scan_split(root: Path, split: str, val_split: float, seed: int) -> _Split:
+def _scan_split(root: Path, split: str, val_split: float, seed: int) -> FileSplit:
     folder, carve = find_split_folder(root, split, val_split)
     classes, files = scan_folder(folder)
     check_same_classes(root)
@@ -211,10 +220,10 @@ def _scan_split(root: Path, split: str, val_split: float, seed: int) -> _Split:
         train_idx, val_idx = split_indices(np.array([f[1] for f in files]), val_split, seed, classes)
         sel = val_idx if split == "val" else train_idx
     source = f"{folder} ({split}" + (f", val_split={val_split}, seed={seed})" if carve else ")")
-    return _Split(folder, split, classes, files, rel, sel, source)
+    return FileSplit(folder, split, classes, files, rel, sel, source)
 
 
-def _load_cached(npy: Path, meta: dict, sp: _Split) -> ArrayDataset | None:
+def _load_cached(npy: Path, meta: dict, sp: FileSplit) -> ArrayDataset | None:
     try:
         images = np.load(npy, mmap_mode="r")
     except (OSError, ValueError):
@@ -228,7 +237,7 @@ def _load_cached(npy: Path, meta: dict, sp: _Split) -> ArrayDataset | None:
     )
 
 
-def _build_split(sp: _Split, headers: list, npy: Path, meta_path: Path, key: str, strict: bool, progress: bool):
+def _build_split(sp: FileSplit, headers: list, npy: Path, meta_path: Path, key: str, strict: bool, progress: bool):
     """Decode the split's readable files into the array cache and write its metadata."""
     mode, size, max_side = _decide(headers)  # the whole folder, so train and val portions agree
     good = [int(i) for i in sp.sel if not isinstance(headers[i], str)]
@@ -240,7 +249,7 @@ def _build_split(sp: _Split, headers: list, npy: Path, meta_path: Path, key: str
             sp.source, n_resized, len(good), size[0], size[1],
         )
     log.info("%s: decoding %d images once into the array cache %s", sp.source, len(good), npy)
-    bad = _build_array(npy, [sp.files[i][0] for i in good], mode, size, progress)
+    bad = _build_array(npy, [sp.files[i][0] for i in good], mode, size, progress, sp.window)
     if bad and strict:
         npy.unlink(missing_ok=True)
         _strict_check([(sp.files[good[r]][0], reason) for r, reason in bad])
@@ -266,14 +275,24 @@ def open_image_folder(
     strict: bool = False,
     small_max: int = 64,
     progress: bool = True,
+    window: tuple[float, float] | None = None,
 ) -> ArrayDataset | FolderDataset:
     """One split of an ImageFolder tree: an :class:`ArrayDataset` (cached) if every image has
     both sides <= ``small_max``, else a :class:`FolderDataset`. See :func:`open_dataset`."""
     root = Path(root).expanduser().resolve()
     sp = _scan_split(root, split, val_split, seed)
+    sp.window = window
+    name = _safe(root.name) if sp.folder == root else f"{_safe(root.name)}_{_safe(sp.folder.name)}"
+    return open_file_split(sp, name, cache_dir=cache_dir, strict=strict, small_max=small_max, progress=progress)
+
+
+def open_file_split(sp: FileSplit, name: str, *, cache_dir: str | os.PathLike | None = None, strict: bool = False,
+                    small_max: int = 64, progress: bool = True) -> ArrayDataset | FolderDataset:
+    """The files of ``sp``: decoded into the uint8 cache (as ``<name>-<split>-<key>.npy``) when every image
+    has both sides <= ``small_max``, else streamed; unreadable files skipped and reported."""
+    split = sp.split
     cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    name = _safe(root.name) if sp.folder == root else f"{_safe(root.name)}_{_safe(sp.folder.name)}"
     key = sp.key(split, rows=sp.sel)
     npy, meta_path = cache_dir / f"{name}-{split}-{key}.npy", cache_dir / f"{name}-{split}-{key}.json"
 
@@ -293,12 +312,12 @@ def open_image_folder(
     return ds
 
 
-def _cached(npy: Path, meta_path: Path, key: str, sp: _Split, small_max: int) -> ArrayDataset | None:
+def _cached(npy: Path, meta_path: Path, key: str, sp: FileSplit, small_max: int) -> ArrayDataset | None:
     meta = _read_json(meta_path, key)
     return _load_cached(npy, meta, sp) if meta is not None and meta["max_side"] <= small_max else None
 
 
-def _build_or_stream(sp: _Split, name: str, npy: Path, meta_path: Path, key: str, cache_dir: Path, strict: bool,
+def _build_or_stream(sp: FileSplit, name: str, npy: Path, meta_path: Path, key: str, cache_dir: Path, strict: bool,
                      small_max: int, progress: bool) -> ArrayDataset | FolderDataset:
     """Read the headers (or their index); small images: decode them into the cache; large: stream."""
     folder_key = sp.key()
@@ -314,7 +333,7 @@ def _build_or_stream(sp: _Split, name: str, npy: Path, meta_path: Path, key: str
         _report_skipped(skipped, sp.folder)
         samples = [(sp.files[i][0], sp.files[i][1]) for i in good]
         return FolderDataset(samples, sp.classes, in_chans=1 if mode == "L" else 3, skipped=skipped,
-                             strict=strict, source=sp.source)
+                             strict=strict, source=sp.source, window=sp.window)
     meta = _build_split(sp, headers, npy, meta_path, key, strict, progress)
     ds = _load_cached(npy, meta, sp)
     if ds is None:

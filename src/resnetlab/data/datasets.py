@@ -18,6 +18,7 @@ from .archive import find_image_archive, is_image_archive, unpack_image_archive
 from .arrays import ArrayDataset, split_indices
 from .cache import default_cache_dir, open_image_folder
 from .cifar import download_cifar10, find_cifar10, open_cifar10
+from .csvlist import file_list_splits, is_file_list, open_file_list
 from .folder import IMAGE_EXTENSIONS, SPLITS, FolderDataset, collate_skip_bad
 from .medmnist import open_medmnist
 
@@ -61,6 +62,7 @@ def open_dataset(
     strict: bool = False,
     small_max: int = 64,
     progress: bool = True,
+    window: tuple[float, float] | None = None,
 ) -> ArrayDataset | FolderDataset:
     """Open ``split`` ("train", "val" or "test") of the data set at ``source``.
 
@@ -69,7 +71,8 @@ def open_dataset(
     it, "val" reads val/ (else test/) and "test" reads test/ (else val/). Image folders whose
     images all have both sides <= ``small_max`` are decoded once into a uint8 cache in
     ``cache_dir`` (default ``$RESNETLAB_CACHE`` or ``~/.cache/resnetlab``); unreadable files are
-    logged and skipped (``strict=True``: a ValueError naming the file).
+    logged and skipped (``strict=True``: a ValueError naming the file). ``window`` = (centre, width)
+    replaces the VOI window of DICOM files (image folders and CSV lists).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -82,10 +85,13 @@ def open_dataset(
         raise FileNotFoundError(f"data source {path} does not exist; {not_found_help(cache_dir)}")
     if path.is_file() and path.suffix.lower() == ".npz":
         return open_medmnist(path, split, val_split=val_split, seed=seed)
+    if is_file_list(path):
+        return open_file_list(path, split, val_split=val_split, seed=seed, cache_dir=cache_dir, strict=strict,
+                              small_max=small_max, progress=progress, window=window)
     if path.is_dir() and (path / "train").is_dir():
         return open_image_folder(
             path, split, val_split=val_split, seed=seed, cache_dir=cache_dir, strict=strict,
-            small_max=small_max, progress=progress,
+            small_max=small_max, progress=progress, window=window,
         )
     cifar = find_cifar10(path)
     if cifar is not None:
@@ -93,7 +99,7 @@ def open_dataset(
     if path.is_dir() and _is_class_tree(path):
         return open_image_folder(
             path, split, val_split=val_split, seed=seed, cache_dir=cache_dir, strict=strict,
-            small_max=small_max, progress=progress,
+            small_max=small_max, progress=progress, window=window,
         )
     raise _unknown(path)
 
@@ -102,7 +108,7 @@ def _unknown(path: Path) -> ValueError:
     return ValueError(
         f"cannot tell what data set {path} is: looked for {path}/train/<class>/ (ImageFolder), "
         f"{path}/<class>/<image> (one folder per class), a cifar-10-python.tar.gz or "
-        f"cifar-10-batches-py/ (CIFAR-10 python format) and a .npz file (MedMNIST)"
+        f"cifar-10-batches-py/ (CIFAR-10 python format), a .npz file (MedMNIST) and a .csv of path,label"
     )
 
 
@@ -168,6 +174,8 @@ def available_splits(root: str | os.PathLike) -> set[str]:
     if path.is_file() and path.suffix.lower() == ".npz":
         with np.load(path, allow_pickle=False) as z:
             return {s for s in SPLITS if f"{s}_images" in z.files}
+    if is_file_list(path):
+        return file_list_splits(path)
     if path.is_dir() and (path / "train").is_dir():
         return {s for s in SPLITS if (path / s).is_dir()}
     if find_cifar10(path) is not None:

@@ -21,6 +21,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .dicom import DICOM_EXTENSIONS, dicom_header, dicom_image, is_dicom_path
+
 __all__ = [
     "IMAGE_EXTENSIONS", "FolderDataset", "collate_skip_bad", "load_image", "read_header",
     "scan_folder", "find_split_folder", "check_same_classes",
@@ -28,7 +30,7 @@ __all__ = [
 
 log = logging.getLogger("resnetlab")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff") + DICOM_EXTENSIONS
 GRAY_MODES = frozenset({"1", "L", "LA"})
 SPLITS = ("train", "val", "test")
 
@@ -43,6 +45,8 @@ def describe_error(e: BaseException) -> str:
 def read_header(path: str) -> tuple[int, int, str] | str:
     """(width, height, mode) from the header alone, or the reason the file is unusable."""
     try:
+        if is_dicom_path(path):
+            return dicom_header(path)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
@@ -51,11 +55,16 @@ def read_header(path: str) -> tuple[int, int, str] | str:
         return describe_error(e)
 
 
-def load_image(path: str, mode: str, size: tuple[int, int] | None = None) -> Image.Image:
+def load_image(path: str, mode: str, size: tuple[int, int] | None = None,
+               window: tuple[float, float] | None = None) -> Image.Image:
     """Decode ``path`` into ``mode`` ("RGB"/"L"), resized (bilinear) to ``size`` = (W, H) if given.
 
-    Raises on any bad file; a decompression bomb is refused by ``Image.open``, before decoding.
+    Raises on any bad file; a decompression bomb is refused by ``Image.open``, before decoding. DICOM
+    files (``.dcm``) are read by :func:`resnetlab.data.dicom.dicom_image` (``window``: its VOI override).
     """
+    if is_dicom_path(path):
+        out = dicom_image(path, window).convert(mode)
+        return out if size is None or out.size == tuple(size) else out.resize(tuple(size), Image.Resampling.BILINEAR)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(path) as im:
@@ -192,6 +201,7 @@ class FolderDataset(torch.utils.data.Dataset):
         strict: bool = False,
         transform: Callable[[Image.Image], Tensor] | None = None,
         source: str = "",
+        window: tuple[float, float] | None = None,
     ) -> None:
         if in_chans not in (1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans!r}")
@@ -202,14 +212,20 @@ class FolderDataset(torch.utils.data.Dataset):
         self.strict = strict
         self.transform = transform
         self.source = source
+        self.window = window  # DICOM VOI window (centre, width) overriding the files' own
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     @property
-    def targets(self) -> list[int]:
+    def targets(self) -> list:
+        """Per sample its class index, or for multi-label data its 0/1 per label."""
         return [label for _, label in self.samples]
+
+    @property
+    def multilabel(self) -> bool:
+        return bool(self.samples) and isinstance(self.samples[0][1], (list, tuple))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -217,7 +233,7 @@ class FolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor | None, int, str]:
         path, label = self.samples[i]
         try:
-            img = load_image(path, "L" if self.in_chans == 1 else "RGB")
+            img = load_image(path, "L" if self.in_chans == 1 else "RGB", window=self.window)
         except Exception as e:  # a bad file must not end the epoch
             reason = describe_error(e)
             if self.strict:

@@ -1,26 +1,55 @@
-"""MedMNIST ``.npz`` files: ``{train,val,test}_{images,labels}`` uint8 images, int labels."""
+"""MedMNIST ``.npz`` files: ``{train,val,test}_{images,labels}`` uint8 images of any size (28 px, or
+MedMNIST+'s 64/128/224), every 2-D task type.
+
+The task is read from the labels: one column (or a flat vector) of class indices is a binary, multi-class
+or ordinal task (RetinaMNIST's grades 0-4 train as classes, as the MedMNIST v2 paper does); several 0/1
+columns are a multi-label task (ChestMNIST's 14 findings). Class names come from a ``classes`` or
+``label_names`` array in the file, else from the table below for the MedMNIST data sets named by the
+file (``chestmnist.npz``, ``pneumoniamnist_224.npz``), else "0".."N-1". (Names as in MedMNIST's ``INFO``.)
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from .arrays import ArrayDataset, carve_split
 
-__all__ = ["open_medmnist"]
+__all__ = ["open_medmnist", "MEDMNIST_LABELS", "medmnist_task"]
+
+MEDMNIST_LABELS: dict[str, list[str]] = {
+    "pneumoniamnist": ["normal", "pneumonia"],
+    "breastmnist": ["malignant", "normal, benign"],
+    "chestmnist": ["atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia",
+                   "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia"],
+    "dermamnist": ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
+                   "benign keratosis-like lesions", "dermatofibroma", "melanoma", "melanocytic nevi",
+                   "vascular lesions"],
+    "bloodmnist": ["basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte", "monocyte",
+                   "neutrophil", "platelet"],
+}
 
 
 def _labels(z, key: str, path: Path) -> np.ndarray:
     y = np.asarray(z[key])
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(
-            f"{path}: {key} must be integer class labels of shape (N,) or (N, 1), got {y.dtype} "
-            f"{y.shape} (multi-label data sets are not supported)"
-        )
+    if y.ndim not in (1, 2) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{path}: {key} must be integer labels of shape (N,) or (N, 1) (one class per image) or "
+                         f"(N, L) of 0/1 (multi-label), got {y.dtype} {y.shape}")
+    if y.ndim == 2 and not np.isin(y, (0, 1)).all():
+        raise ValueError(f"{path}: {key} has {y.shape[1]} columns, so it is read as multi-label, but holds values "
+                         f"other than 0/1: {np.unique(y)[:8].tolist()}")
     return y.astype(np.int64)
+
+
+def medmnist_task(path: Path) -> str:
+    """"multilabel" or "multiclass" (binary included), from the labels' shape."""
+    with np.load(path, allow_pickle=False) as z:
+        key = next((k for k in ("train_labels", "val_labels", "test_labels") if k in z.files), None)
+        return "multilabel" if key is not None and _labels(z, key, path).ndim == 2 else "multiclass"
 
 
 def _classes(z, path: Path) -> list[str]:
@@ -28,8 +57,10 @@ def _classes(z, path: Path) -> list[str]:
         if key in z.files:
             names = np.asarray(z[key]).reshape(-1)
             return [n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist()]
-    top = max(int(_labels(z, k, path).max(initial=-1)) for k in z.files if k.endswith("_labels"))
-    return [str(i) for i in range(top + 1)]
+    labels = [_labels(z, k, path) for k in z.files if k.endswith("_labels")]
+    n = labels[0].shape[1] if labels[0].ndim == 2 else max(int(y.max(initial=-1)) for y in labels) + 1
+    known = MEDMNIST_LABELS.get(re.sub(r"_\d+$", "", path.stem.lower()))
+    return list(known) if known is not None and len(known) == n else [str(i) for i in range(n)]
 
 
 def open_medmnist(path: Path, split: str, *, val_split: float = 0.0, seed: int = 0) -> ArrayDataset:
@@ -52,6 +83,8 @@ def open_medmnist(path: Path, split: str, *, val_split: float = 0.0, seed: int =
         raise ValueError(
             f"{path}: {need[0]} must be uint8 (N, H, W) or (N, H, W, 3), got {images.dtype} {images.shape}"
         )
+    if len(targets) != len(images):
+        raise ValueError(f"{path}: {len(images)} {need[0]} but {len(targets)} {need[1]}")
     ds = ArrayDataset(images, targets, classes, source=f"{path} ({part})")
     if not carve:
         return ds

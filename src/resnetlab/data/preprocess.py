@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .augment import MEAN_STD, BatchAugment, folder_transform
 
-__all__ = ["Preprocess", "PRESETS"]
+__all__ = ["Preprocess", "PRESETS", "parse_window"]
 
 PRESETS = ("cifar", "imagenet")
 
@@ -36,6 +36,7 @@ class Preprocess:
     mean: tuple[float, ...] = MEAN_STD["imagenet"][0]  # per channel, on [0, 1] pixels
     std: tuple[float, ...] = MEAN_STD["imagenet"][1]
     in_chans: int = 3  # 1 (grayscale) or 3 (RGB)
+    window: tuple[float, float] | None = None  # DICOM VOI window (centre, width) replacing the files' own
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -51,20 +52,24 @@ class Preprocess:
                              f"std={self.std!r}")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std!r}")
+        if self.window is not None:
+            object.__setattr__(self, "window", parse_window(self.window))
 
     @classmethod
-    def for_data(cls, preset: str, image_size: int, in_chans: int = 3) -> Preprocess:
+    def for_data(cls, preset: str, image_size: int, in_chans: int = 3,
+                 window: tuple[float, float] | None = None) -> Preprocess:
         """The preset's standard statistics (averaged to one value for grayscale data)."""
         if preset not in MEAN_STD:
             raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
         mean, std = MEAN_STD[preset]
         if in_chans == 1:
             mean, std = (sum(mean) / 3,), (sum(std) / 3,)
-        return cls(preset, int(image_size), tuple(mean), tuple(std), in_chans)
+        return cls(preset, int(image_size), tuple(mean), tuple(std), in_chans, window)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["window"] = list(self.window) if self.window is not None else None
         return d
 
     @classmethod
@@ -72,7 +77,7 @@ class Preprocess:
         """Read it back, naming ``where`` it came from when a key is missing or wrong."""
         try:
             return cls(preset=str(d["preset"]), image_size=int(d["image_size"]), mean=tuple(d["mean"]),
-                       std=tuple(d["std"]), in_chans=int(d.get("in_chans", 3)))
+                       std=tuple(d["std"]), in_chans=int(d.get("in_chans", 3)), window=d.get("window"))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{where}: not a preprocessing description ({type(e).__name__}: {e}); expected "
                              "keys preset, image_size, mean, std, in_chans") from None
@@ -87,6 +92,21 @@ class Preprocess:
         return BatchAugment(train=False, mean=self.mean, std=self.std, image_size=self.image_size)
 
     def describe(self) -> str:
-        return f"{self.preset} {self.in_chans}x{self.image_size}x{self.image_size}"
+        window = f", DICOM window {self.window[0]:g}/{self.window[1]:g}" if self.window else ""
+        return f"{self.preset} {self.in_chans}x{self.image_size}x{self.image_size}{window}"
+
+
+def parse_window(value: Any) -> tuple[float, float] | None:
+    """A DICOM VOI window as (centre, width) from "40,400", [40, 400] or None; width must be >= 1."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    parts = value.replace(" ", "").split(",") if isinstance(value, str) else list(value)
+    try:
+        centre, width = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"window must be centre,width (e.g. 40,400 for soft tissue), got {value!r}") from None
+    if not width >= 1 or centre != centre:
+        raise ValueError(f"window width must be >= 1 (DICOM PS3.3 C.11.2.1.2), got centre {centre}, width {width}")
+    return centre, width
 
 
