@@ -36,7 +36,7 @@ def open_split(trained: TrainedModel, data: str | os.PathLike | None, split: str
     cache_dir = cache_dir or cfg.get("cache_dir")
     root = resolve_data_root(data if data else cfg.get("data"), cache_dir=cache_dir)
     ds = open_dataset(root, split, val_split=cfg.get("val_split", 0.0), seed=cfg.get("seed", 0),
-                      cache_dir=cache_dir, progress=progress)
+                      cache_dir=cache_dir, progress=progress, window=trained.preprocess.window)
     if list(ds.classes) != trained.classes:
         raise ValueError(f"the {split} split of {root} has classes {list(ds.classes)}, but the checkpoint "
                          f"{trained.path} predicts {trained.classes}")

@@ -13,9 +13,11 @@ import torch
 from ..utils.fileio import atomic_write_text
 from ..utils.hardware import resolve_amp
 from .batches import collect_logits, eval_batches, open_split
+from .clinical_plots import save_reliability, save_roc_pr
 from .confusion import save_confusion_matrix
 from .loading import TrainedModel, load_trained
-from .metrics import classification_metrics, format_metrics
+from .metrics import format_metrics
+from .multilabel import task_metrics, task_report
 
 __all__ = ["EvalResult", "evaluate", "run_precision"]
 
@@ -60,13 +62,35 @@ def run_precision(trained: TrainedModel, device: torch.device | str = "cpu") -> 
     return amp, bool(amp != "off" if cl in (None, "auto") else cl)
 
 
+def _point(trained: TrainedModel, threshold: float | None) -> dict[str, Any] | None:
+    """The operating point to report: ``threshold`` given here, else the checkpoint's, else none (argmax)."""
+    stored = trained.operating_point
+    if threshold is None:
+        return stored
+    if trained.task == "multilabel" and 0.0 <= float(threshold) <= 1.0:
+        return {"thresholds": [float(threshold)] * len(trained.classes), "metric": "given"}
+    if len(trained.classes) != 2:
+        raise ValueError(f"threshold={threshold!r} needs a binary model; {trained.path} has {len(trained.classes)} "
+                         f"classes")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}")
+    pos = stored["positive_index"] if stored else 1
+    return {"threshold": float(threshold), "metric": "given", "positive_index": pos,
+            "positive_class": trained.classes[pos]}
+
+
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None, *, split: str = "test",
              batch_size: int = 256, ema: bool = False, limit_batches: int | None = None,
-             out: str | os.PathLike | None = None, progress: bool = False, device: str = "cpu") -> EvalResult:
+             out: str | os.PathLike | None = None, progress: bool = False, device: str = "cpu",
+             threshold: float | None = None, bootstrap: int = 1000, seed: int = 0) -> EvalResult:
     """Evaluate a checkpoint (or run directory) on ``split`` of ``data`` (default: the run's own data).
 
     Runs in the precision the run evaluated in (its bf16 / channels_last), so the numbers match the
-    training log. With ``out``, writes ``metrics.json``, ``confusion_matrix.csv`` and ``.png`` there.
+    training log. ``metrics["clinical"]`` holds, for a binary task, every rate with ``bootstrap``
+    seeded 95 % intervals at argmax and at the operating point (``threshold``, else the one the
+    checkpoint stored); for more classes, balanced accuracy, F1s and per-class sensitivity and
+    specificity. With ``out``, writes ``metrics.json``, ``confusion_matrix.csv`` and ``.png``,
+    ``reliability.png`` and, for a binary task, ``roc_pr.png`` there.
     """
     trained = load_trained(checkpoint, ema=ema, device=device)
     ds = open_split(trained, data, split, progress=progress)
@@ -75,15 +99,27 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
     amp, channels_last = run_precision(trained, device)
     model = trained.model.to(memory_format=torch.channels_last) if channels_last else trained.model
     logits, targets = collect_logits(model, batches.epoch(0), device=device, channels_last=channels_last, amp=amp)
-    metrics = classification_metrics(logits, targets, class_names=trained.classes)
+    metrics = task_metrics(logits, targets, trained.classes)
+    metrics["clinical"] = task_report(logits, targets, trained.classes, _point(trained, threshold),
+                                      bootstrap=bootstrap, seed=seed)
     result = EvalResult(metrics, str(trained.path), split, str(getattr(ds, "source", data)), len(targets),
                         len(ds.skipped) + batches.epoch_bad, amp, channels_last)
     if out is not None:
         out = Path(out)
-        files = {"metrics": out / "metrics.json", "confusion_csv": out / "confusion_matrix.csv",
-                 "confusion_png": out / "confusion_matrix.png"}
-        save_confusion_matrix(metrics["confusion_matrix"], trained.classes, files["confusion_csv"],
-                              files["confusion_png"])
+        files = {"metrics": out / "metrics.json"}
+        if "confusion_matrix" in metrics:  # one class per image (a multi-label task has a 2x2 per label)
+            files.update(confusion_csv=out / "confusion_matrix.csv", confusion_png=out / "confusion_matrix.png",
+                         reliability_png=out / "reliability.png")
+            save_confusion_matrix(metrics["confusion_matrix"], trained.classes, files["confusion_csv"],
+                                  files["confusion_png"])
+            save_reliability(metrics["calibration"], metrics["ece"], files["reliability_png"])
+        clinical = metrics["clinical"]
+        if clinical.get("task") == "binary":
+            files["roc_pr_png"] = out / "roc_pr.png"
+            pos = trained.classes.index(clinical["positive_class"])
+            save_roc_pr(logits.double().softmax(1)[:, pos].numpy(), (targets == pos).numpy(), files["roc_pr_png"],
+                        positive=clinical["positive_class"], report=clinical,
+                        argmax=(logits.argmax(1) == pos).numpy())
         result.files = {k: str(v) for k, v in files.items()}
         atomic_write_text(files["metrics"], json.dumps(result.to_dict(), indent=2))
     return result

@@ -75,6 +75,8 @@ class TrainedModel:
     config: dict[str, Any]  # the training configuration, as saved
     path: Path  # the checkpoint file read
     precision: dict[str, Any] = field(default_factory=dict)  # {"amp": "bf16", "channels_last": True} it ran in
+    operating_point: dict[str, Any] | None = None  # binary runs: the threshold chosen on val (see eval.clinical)
+    task: str = "multiclass"  # or "multilabel": several 0/1 labels per image, a sigmoid each
 
     @property
     def in_chans(self) -> int:
@@ -96,4 +98,5 @@ def load_trained(checkpoint: str | os.PathLike, *, ema: bool = False,
         state = {k[len("module."):]: v for k, v in ck["ema"].items() if k.startswith("module.")}
     load_weights(model, state)
     return TrainedModel(model.to(device).eval(), list(ck["classes"]), checkpoint_preprocess(ck, str(path)),
-                        ck["model_name"], dict(ck["config"]), path, dict(ck.get("precision") or {}))
+                        ck["model_name"], dict(ck["config"]), path, dict(ck.get("precision") or {}),
+                        ck.get("operating_point"), ck.get("task", "multiclass"))

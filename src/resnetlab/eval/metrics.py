@@ -144,7 +144,7 @@ def _resolve_names(class_names: Sequence[str] | None, c: int) -> list[str]:
 
 def classification_metrics(logits: Tensor, targets: Tensor, *, class_names: Sequence[str] | None = None,
                            ece_bins: int = 15) -> dict:
-    """Top-1/top-5 accuracy, NLL, ECE, one-vs-rest ROC AUC, per-class accuracy and confusion matrix.
+    """Top-1/top-5 and balanced accuracy, NLL, ECE, one-vs-rest ROC AUC, per-class accuracy, confusion matrix.
 
     ``top5`` is top-min(5, C) (named in ``top5_k``). ``auc`` is the macro mean of the per-class
     one-vs-rest AUCs of the softmax probabilities over the classes that have both positives and
@@ -172,10 +172,13 @@ def classification_metrics(logits: Tensor, targets: Tensor, *, class_names: Sequ
         class_auc = [binary_auc(columns[j], (targets == j).numpy()) for j in range(c)]
         defined = [a for a in class_auc if a is not None]
         auc = float(np.mean(defined)) if defined else None
+    present = support > 0
+    recall = cm.diagonal()[present].double() / support[present]
     return {
         "num_samples": n,
         "num_classes": c,
         "top1": topk_accuracy(logits, targets, 1),
+        "balanced_accuracy": float(recall.mean()),  # mean recall over the classes present (Brodersen et al. 2010)
         "top5": topk_accuracy(logits, targets, k),
         "top5_k": k,
         "nll": float(F.cross_entropy(logits, targets)),
@@ -200,13 +203,55 @@ def format_metrics(metrics: dict) -> str:
         return "n/a" if v is None else format(v * scale, fmt)
 
     k = metrics.get("top5_k", 5)
-    lines = [
-        f"samples {metrics.get('num_samples', '?')}  classes {metrics.get('num_classes', '?')}",
-        f"top-1 {num('top1', '.2f', 100)} %  top-{k} {num('top5', '.2f', 100)} %",
-        f"nll {num('nll', '.4f')}  ece {num('ece', '.4f')}  auc {num('auc', '.4f')}",
-    ]
+    if metrics.get("task") == "multilabel":
+        lines = [f"samples {metrics.get('num_samples', '?')}  labels {metrics.get('num_classes', '?')} (multi-label)",
+                 f"ACC {num('top1', '.2f', 100)} % (mean per-label accuracy at p > 0.5, as MedMNIST)  mean AUC "
+                 f"{num('auc', '.4f')}  balanced accuracy {num('balanced_accuracy', '.4f')}  bce {num('nll', '.4f')}"]
+    else:
+        lines = [
+            f"samples {metrics.get('num_samples', '?')}  classes {metrics.get('num_classes', '?')}",
+            f"top-1 {num('top1', '.2f', 100)} %  top-{k} {num('top5', '.2f', 100)} %  balanced accuracy "
+            f"{num('balanced_accuracy', '.4f')}",
+            f"nll {num('nll', '.4f')}  ece {num('ece', '.4f')}  auc {num('auc', '.4f')}",
+        ]
     per_class = {name: acc for name, acc in (metrics.get("per_class_accuracy") or {}).items() if acc is not None}
     if per_class:
         worst = sorted(per_class.items(), key=lambda kv: kv[1])[:3]
         lines.append("worst classes: " + ", ".join(f"{name} {acc * 100:.1f} %" for name, acc in worst))
-    return "\n".join(lines)
+    return "\n".join(lines + _clinical_lines(metrics.get("clinical")))
+
+
+def _clinical_lines(report: dict | None) -> list[str]:
+    """Binary: one line per decision rule, each rate with its interval; multi-class: balanced accuracy and F1s."""
+    if not report:
+        return []
+    if report.get("task") == "multilabel":
+        means = report["mean_balanced_accuracy"]
+        return ["mean per-label balanced accuracy: " + ", ".join(
+            f"{v:.4f} at {'p > 0.5' if rule == 'default' else 'the stored per-label thresholds'}"
+            for rule, v in means.items())]
+    if report.get("task") != "binary":
+        ba = report.get("balanced_accuracy")
+        return [f"balanced accuracy {'n/a' if ba is None else f'{ba:.4f}'}  macro F1 {report['macro_f1']:.4f}  "
+                f"weighted F1 {report['weighted_f1']:.4f}"]
+    lines = [f"positive class: {report['positive_class']}"]
+    for key in ("argmax", "operating_point"):
+        r = report.get(key)
+        if r is not None:
+            c = r["confusion"]
+            lines.append(f"at {r['rule']}: " + "  ".join(f"{label} {_with_ci(r, name)}" for label, name in (
+                ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("PPV", "ppv"), ("NPV", "npv"),
+                ("F1", "f1"), ("balanced acc", "balanced_accuracy"))) +
+                f"  (TP {c['tp']} FP {c['fp']} TN {c['tn']} FN {c['fn']})")
+    r = report["argmax"]
+    lines.append(f"ROC AUC {_with_ci(r, 'roc_auc')}  PR AUC {_with_ci(r, 'pr_auc')}" + (
+        f"  ({round(100 * r['ci_level'])} % bootstrap intervals, {r['bootstrap']} resamples, seed {r['seed']})"
+        if r.get("bootstrap") else ""))
+    return lines
+
+
+def _with_ci(r: dict, name: str) -> str:
+    v = r.get(name)
+    lo, hi = r.get("ci", {}).get(name, (None, None))
+    return ("n/a" if v is None else f"{v:.3f}") + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None
+                                                  else "")
