@@ -94,12 +94,12 @@ def test_nan_gradient_with_a_finite_loss_stops_before_the_step(tree, tmp_path, m
 def test_grad_clip_bounds_the_norm_of_every_step(tree, tmp_path, monkeypatch):
     real, norms = engine.build_optimizer, []
 
-    def build_optimizer(model, cfg):
+    def build_optimizer(model, cfg, *rest):  # rest: the fine-tuning policy's learning-rate scales
         def record(*_):  # the gradients the step is about to apply
             grads = [p.grad for p in model.parameters() if p.grad is not None]
             norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
 
-        opt = real(model, cfg)
+        opt = real(model, cfg, *rest)
         opt.register_step_pre_hook(record)
         return opt
 

@@ -62,3 +62,22 @@ def run_cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.
     if check:
         assert out.returncode == 0, f"resnetlab {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-3000:]}"
     return out
+
+
+def write_prevalence_shift(path: Path, *, sizes=(1000, 500, 800), positives=(0.10, 0.26, 0.375), size: int = 8,
+                           amplitude: float = 20.0, seed: int = 0) -> Path:
+    """A binary MedMNIST-style .npz whose minority share grows from train to test (10 %, 26 %, 37.5 %), as in
+    medical data: positives carry a faint bright square in the middle (separable but noisy, Bayes AUC ~0.92)."""
+    rng = np.random.default_rng(seed)
+    arrays = {"classes": np.array(["normal", "lesion"])}
+    for split, n, share in zip(("train", "val", "test"), sizes, positives):
+        y = np.zeros(n, dtype=np.int64)
+        y[: round(n * share)] = 1
+        y = y[rng.permutation(n)]
+        x = rng.normal(120, 40, (n, size, size))
+        c = size // 2
+        x[y == 1, c - 2:c + 2, c - 2:c + 2] += amplitude
+        arrays[f"{split}_images"] = np.clip(x, 0, 255).astype(np.uint8)
+        arrays[f"{split}_labels"] = y[:, None]
+    np.savez(path, **arrays)
+    return path

@@ -106,7 +106,8 @@ def _add_train(sub) -> None:
         if f.name == "model_kwargs":
             continue
         boolean = f.type in ("bool", "bool | None")  # --channels-last alone means true; auto/none: None
-        t.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None, help=helps.get(f.name),
+        aliases = ["--img-size"] if f.name == "image_size" else []  # the name timm and MedMNIST's scripts use
+        t.add_argument(f"--{f.name.replace('_', '-')}", *aliases, dest=f.name, default=None, help=helps.get(f.name),
                        nargs="?" if boolean else None, const="true" if boolean else None,
                        metavar="BOOL" if boolean else f.name.upper())
     t.add_argument("--model-kwargs", nargs="*", default=None, metavar="KEY=VALUE",
@@ -166,6 +167,10 @@ def _add_eval(sub) -> None:
     e.add_argument("--out", help="folder for the confusion matrix CSV/PNG and metrics.json "
                                  "(default: eval-SPLIT next to the checkpoint)")
     e.add_argument("--limit-batches", type=int, help="evaluate only this many batches (smoke runs)")
+    e.add_argument("--threshold", type=float, help="binary models: also report the rates at this probability of the "
+                                                   "positive class (default: the operating point the run stored)")
+    e.add_argument("--bootstrap", type=int, default=1000, help="resamples for the 95%% intervals (0: none)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_eval)
 
@@ -175,12 +180,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else checkpoint_path(args.checkpoint).parent / f"eval-{args.split}"
     result = evaluate(args.checkpoint, args.data, split=args.split, batch_size=args.batch_size, ema=args.ema,
-                      limit_batches=args.limit_batches, out=out, progress=not args.json)
+                      limit_batches=args.limit_batches, out=out, progress=not args.json, threshold=args.threshold,
+                      bootstrap=args.bootstrap, seed=args.seed)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
         print(result.summary())
-        print(f"confusion matrix: {result.files['confusion_csv']} and .png; all metrics: {result.files['metrics']}")
+        if "confusion_csv" in result.files:
+            print(f"confusion matrix: {result.files['confusion_csv']} and .png")
+        print(f"all metrics: {result.files['metrics']}")
     return 0
 
 

@@ -120,15 +120,24 @@ def _predict_images(predictor, args: argparse.Namespace) -> int:
     step = max(1, args.batch_size)
     for start in range(0, len(order), step):
         chunk = order[start:start + step]
-        for i, top in zip(chunk, predictor.predict(torch.cat([inputs[i] for i in chunk]), topk=args.topk)):
-            results[i] = top
+        probs = predictor.predict_proba(torch.cat([inputs[i] for i in chunk]))
+        for i, top, decided in zip(chunk, predictor.topk(probs, args.topk), predictor.decide(probs)):
+            results[i] = (top, decided)
+    point = predictor.operating_point
+    if predictor.multilabel:
+        rule = "each label at its stored threshold" if point else "each label with p > 0.5"
+    else:
+        rule = f"{point['positive_class']} when p >= {point['threshold']:.4g}" if point else "argmax"
     if args.json:
-        print(json.dumps([{"image": im, "top": [{"class": c, "prob": p} for c, p in results[i]]} if i in results
+        print(json.dumps([{"image": im, "decision": {"class": results[i][1][0], "prob": results[i][1][1], "rule": rule},
+                           "top": [{"class": c, "prob": p} for c, p in results[i][0]]} if i in results
                           else {"image": im, "error": errors[i]} for i, im in enumerate(args.images)], indent=2))
     else:
         for i, image in enumerate(args.images):
             if i in results:
-                print(f"{image}: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in results[i]))
+                top, (label, _) = results[i]
+                called = f"{label or '(no label)'} ({rule}); " if point or predictor.multilabel else ""
+                print(f"{image}: {called}" + ", ".join(f"{c} {100 * p:.1f}%" for c, p in top))
     if errors:
         print(f"resnetlab predict: {len(errors)} of {len(args.images)} images could not be read", file=sys.stderr)
         return 1

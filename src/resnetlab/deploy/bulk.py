@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.folder import IMAGE_EXTENSIONS, describe_error, load_image
 from ..utils.fileio import atomic_write_bytes, atomic_write_text
 from ..utils.progress import Progress
-from .predictor import softmax
 
 __all__ = ["list_images", "predict_folder", "FIELDS", "sidecar_path"]
 
@@ -47,15 +46,18 @@ def list_images(folder: str | os.PathLike) -> list[str]:
 
 
 class _Images(Dataset):
-    def __init__(self, root: Path, files: list[str], transform: Any, mode: str, shape: tuple[int, ...]) -> None:
+    def __init__(self, root: Path, files: list[str], transform: Any, mode: str, shape: tuple[int, ...],
+                 window: tuple[float, float] | None = None) -> None:
         self.root, self.files, self.transform, self.mode, self.shape = root, files, transform, mode, shape
+        self.window = window  # the model's DICOM window, as it was trained
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str, str]:
         try:
-            return self.transform(load_image(str(self.root / self.files[i]), self.mode)), self.files[i], ""
+            image = load_image(str(self.root / self.files[i]), self.mode, window=self.window)
+            return self.transform(image), self.files[i], ""
         except Exception as e:  # noqa: BLE001 - a bad file becomes a row with its error
             return torch.zeros(self.shape), self.files[i], describe_error(e)
 
@@ -90,7 +92,8 @@ def sidecar_path(out: str | os.PathLike) -> Path:
 def _record(predictor: Any, topk: int) -> dict[str, Any]:
     return {"format": SIDECAR_FORMAT, "model_digest": predictor.digest, "precision": predictor.precision,
             "topk": topk, "model": predictor.meta.model, "classes": list(predictor.classes),
-            "source": getattr(predictor, "source", ""), "backend": predictor.backend}
+            "source": getattr(predictor, "source", ""), "backend": predictor.backend,
+            "operating_point": predictor.operating_point}
 
 
 def _check_resumable(out: Path, record: dict[str, Any], has_rows: bool) -> None:
@@ -139,7 +142,7 @@ def predict_folder(predictor: Any, folder: str | os.PathLike, out: str | os.Path
     todo = [f for f in files if f not in done]
     meta = predictor.meta
     ds = _Images(root, todo, predictor.transform, "L" if meta.in_chans == 1 else "RGB",
-                 (meta.in_chans, meta.image_size, meta.image_size))
+                 (meta.in_chans, meta.image_size, meta.image_size), meta.preprocess.window)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers if todo else 0, collate_fn=_collate,
                         prefetch_factor=2 if workers and todo else None)
     failed, t0 = 0, time.perf_counter()
@@ -150,12 +153,13 @@ def predict_folder(predictor: Any, folder: str | os.PathLike, out: str | os.Path
         if new_file:
             writer.writeheader()
         for x, paths, errors in loader:
-            probs = softmax(predictor.runtime(x.numpy()))
-            for path, err, top in zip(paths, errors, predictor.topk(probs, topk)):
+            probs = predictor.to_probs(predictor.runtime(x.numpy()))
+            for path, err, top, (label, prob) in zip(paths, errors, predictor.topk(probs, topk),
+                                                     predictor.decide(probs)):
                 failed += bool(err)
                 row = {"path": path, "error": err, "label": "", "prob": "", "topk_labels": "", "topk_probs": ""}
-                if not err:
-                    row.update(label=top[0][0], prob=f"{top[0][1]:.6f}", topk_labels=";".join(c for c, _ in top),
+                if not err:  # label: the decision (the operating point of a binary model that stored one)
+                    row.update(label=label, prob=f"{prob:.6f}", topk_labels=";".join(c for c, _ in top),
                                topk_probs=";".join(f"{p:.6f}" for _, p in top))
                 writer.writerow(row)
             fh.flush()

@@ -28,7 +28,7 @@ class ModelMeta:
     classes: tuple[str, ...]  # index -> name
     preprocess: Preprocess = field(default_factory=Preprocess)
     model: str = ""  # registry name, when known
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"precision": "int8"}
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. {"precision": "int8", "operating_point": {...}}
 
     @property
     def in_chans(self) -> int:
@@ -57,7 +57,9 @@ class ModelMeta:
     @classmethod
     def from_trained(cls, trained: Any) -> ModelMeta:
         """From a :class:`resnetlab.eval.TrainedModel` (a checkpoint's model, classes and preprocessing)."""
-        return cls(classes=tuple(trained.classes), preprocess=trained.preprocess, model=trained.name)
+        point, task = getattr(trained, "operating_point", None), getattr(trained, "task", "multiclass")
+        extra = {**({"operating_point": point} if point else {}), **({"task": task} if task != "multiclass" else {})}
+        return cls(classes=tuple(trained.classes), preprocess=trained.preprocess, model=trained.name, extra=extra)
 
     @classmethod
     def for_module(cls, model: nn.Module, image_size: int | None = None) -> ModelMeta:

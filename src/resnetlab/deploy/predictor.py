@@ -176,7 +176,8 @@ class Predictor:
     def _image(self, item: ImageLike, where: str) -> torch.Tensor:
         if isinstance(item, (str, os.PathLike)):
             try:
-                img = load_image(str(item), "L" if self.meta.in_chans == 1 else "RGB")
+                mode = "L" if self.meta.in_chans == 1 else "RGB"
+                img = load_image(str(item), mode, window=self.meta.preprocess.window)
             except Exception as e:  # noqa: BLE001 - any unreadable file
                 raise ValueError(f"cannot read image {str(item)!r}: {type(e).__name__}: {e}") from None
         elif isinstance(item, Image.Image):
@@ -228,15 +229,54 @@ class Predictor:
     def logits(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         return self.runtime(self.preprocess(images).numpy())
 
+    @property
+    def multilabel(self) -> bool:
+        """Several independent labels per image (a sigmoid each), as the checkpoint's task says."""
+        return self.meta.extra.get("task") == "multilabel"
+
+    def to_probs(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities from logits: softmax over the classes, or a sigmoid per label (multi-label)."""
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float32))) if self.multilabel else softmax(logits)
+
     def predict_proba(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
-        """(N, classes) probabilities (softmax of the logits, float32)."""
-        return softmax(self.logits(images))
+        """(N, classes) probabilities (softmax of the logits, float32; a sigmoid per label for multi-label)."""
+        return self.to_probs(self.logits(images))
 
     def predict(self, images: ImageLike | Sequence[ImageLike], topk: int = 5) -> list[list[tuple[str, float]]]:
         """Per image, the top-k (class name, probability) pairs, most likely first."""
         if topk < 1:
             raise ValueError(f"topk must be at least 1, got {topk!r}")
         return self.topk(self.predict_proba(images), topk)
+
+    @property
+    def operating_point(self) -> dict[str, Any] | None:
+        """The stored decision rule (chosen on validation when the model was trained): a binary model's
+        threshold, or a multi-label model's per-label thresholds; None: argmax (p > 0.5 per label)."""
+        point = self.meta.extra.get("operating_point")
+        return point if point and (len(self.classes) == 2 or "thresholds" in point) else None
+
+    def decide(self, probs: np.ndarray) -> list[tuple[str, float]]:
+        """Per row of probabilities, the decision and its probability: a binary model with an operating point
+        calls the positive class when its probability reaches the threshold; a multi-label model names every
+        label at or over its threshold (";"-joined, "" for none) with the highest such probability;
+        otherwise argmax."""
+        probs = np.asarray(probs)
+        point = self.operating_point
+        if self.multilabel:
+            cut = np.asarray(point["thresholds"]) if point else None
+            hits = probs >= cut if cut is not None else probs > 0.5
+            return [(";".join(c for c, h in zip(self.classes, row) if h), float(p[row].max()) if row.any() else 0.0)
+                    for row, p in zip(hits, probs)]
+        if point is None:
+            idx = probs.argmax(1)
+        else:
+            pos = int(point["positive_index"])
+            idx = np.where(probs[:, pos] >= float(point["threshold"]), pos, 1 - pos)
+        return [(self.classes[j], float(row[j])) for row, j in zip(probs, idx)]
+
+    def classify(self, images: ImageLike | Sequence[ImageLike]) -> list[tuple[str, float]]:
+        """Per image, the decided (class name, probability), by :meth:`decide`."""
+        return self.decide(self.predict_proba(images))
 
     def topk(self, probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         k = min(k, probs.shape[1])

@@ -21,7 +21,7 @@ from ..eval.loading import FORMAT, read_checkpoint
 from ..utils.fileio import atomic_path
 
 __all__ = ["FORMAT", "TrainingDiverged", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
-           "non_finite"]
+           "non_finite", "update_checkpoint"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -74,6 +74,13 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
     return Path(path)
+
+
+def update_checkpoint(path: str | os.PathLike, **fields: Any) -> Path:
+    """Rewrite the checkpoint at ``path`` with ``fields`` added (atomically, as any save)."""
+    state = read_checkpoint(path)
+    state.pop("format", None)
+    return save_checkpoint({**state, **fields}, path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import warnings
 from dataclasses import InitVar, dataclass, field, fields
@@ -21,7 +22,8 @@ import yaml
 from ..utils.fileio import atomic_write_text
 from ..utils.hardware import AMP_CHOICES
 
-__all__ = ["TrainConfig", "RESUMABLE", "load_config", "list_recipes", "recipe_path", "save_config", "resumed_config"]
+__all__ = ["TrainConfig", "RESUMABLE", "parse_threshold", "parse_class_weights",
+           "load_config", "list_recipes", "recipe_path", "save_config", "resumed_config"]
 
 RESUMABLE = ("epochs", "max_steps", "device", "threads")  # what a resumed run may change
 
@@ -40,7 +42,18 @@ class TrainConfig:
     model_kwargs: dict = _f(help="model options, e.g. {stem: cifar, drop_path_rate: 0.1}", factory=dict)
     num_classes: int | None = _f(None, "None: follow the data")
     in_chans: int | None = _f(None, "None: follow the data")
-    weights: str | None = _f(None, "initial weights (state dict / safetensors / checkpoint) to fine-tune from")
+    pretrained: str | None = _f(None, "weights to start from: 'torchvision' (its published ImageNet weights, from the "
+                                      "torch hub cache or downloaded), a .pth/.pt state dict, safetensors, or a "
+                                      "resnetlab checkpoint or run directory; the head is re-made for the classes")
+    weights: str | None = _f(None, "the same as pretrained (its name before pretrained existed)")
+    # --- fine-tuning ---
+    finetune: str = _f("full", "'full', 'linear' (only the head trains; backbone and its BN statistics frozen) or "
+                               "'gradual' (the head alone for finetune_epochs, then everything)")
+    finetune_epochs: int = _f(1, "gradual: epochs that train the head alone")
+    backbone_lr_scale: float = _f(1.0, "learning rate of the backbone relative to the head's (e.g. 0.1)")
+    layer_decay: float = _f(1.0, "per-stage learning-rate decay below the head: stage k from the top gets "
+                                 "layer_decay**k (1: off; e.g. 0.7)")
+    freeze_bn: bool = _f(False, "keep batch norm in eval mode (running statistics frozen): for tiny batches")
     # --- data ---
     data: str | None = _f(None, "folder (train/ + val/ or test/), CIFAR-10 archive/folder or MedMNIST .npz")
     val_split: float = _f(0.0, "validation split, evaluated each epoch to select best.pt: 0 (auto) uses the data's own "
@@ -49,16 +62,32 @@ class TrainConfig:
     cache_dir: str | None = _f(None, "uint8 cache of small images (default ~/.cache/resnetlab)")
     download: bool = _f(False, "no data found: fetch CIFAR-10's official archive (md5-checked) into the cache")
     strict_data: bool = _f(False, "an unreadable image is an error instead of a reported skip")
+    window: str | None = _f(None, "DICOM files: the VOI window centre,width (e.g. 40,400 for soft tissue; -600,1500 "
+                                  "for lung) instead of each file's own; stored with the model for prediction")
     workers: int = _f(2, "DataLoader workers for streamed (large-image) folders")
     # --- augmentation ---
     preset: str = _f("cifar", "'cifar' (pad-4 crop + flip) or 'imagenet' (RandomResizedCrop + flip)")
     image_size: int | None = _f(None, "network input size; None: the data's own size (cifar) / 224 (imagenet)")
     crop_pad: int = _f(4, "padding of the cifar random crop")
+    flip: bool = _f(True, "random horizontal flips (off for images with a handedness: chest X-rays, organ scans)")
     cutout: int = _f(0, "side of the cutout square (0: off; DeVries & Taylor 2017 use 16 on CIFAR)")
     auto_augment: str | None = _f(None, "None, 'trivial' (TrivialAugment) or 'randaugment'")
     mixup: float = _f(0.0, "mixup alpha (0: off)")
     cutmix: float = _f(0.0, "CutMix alpha (0: off)")
     label_smoothing: float = _f(0.0, "Szegedy et al. 2016")
+    # --- imbalance and decisions ---
+    class_weights: str = _f("none", "loss weight per class: 'none', 'auto' (inverse frequency), 'effective' (effective "
+                                    "number of samples, Cui et al. 2019) or w1,w2,... in class order")
+    sampler: str = _f("shuffle", "'shuffle', or 'balanced': each draw picks a class uniformly (epoch size kept)")
+    focal_gamma: float = _f(0.0, "focal loss gamma (Lin et al. 2017; 0: plain cross-entropy)")
+    logit_adjust: float = _f(0.0, "tau of the logit-adjusted loss (Menon et al. 2021; 0: off, 1: the paper's): "
+                                  "corrects argmax for the training priors")
+    threshold: str = _f("none", "binary tasks: 'none' (argmax), 'auto' (chosen on validation by threshold_metric, "
+                                "stored in the checkpoint) or a probability of the positive class in [0, 1]")
+    threshold_metric: str = _f("youden", "what --threshold auto maximises on validation: youden, balanced_accuracy, "
+                                         "f1, sensitivity@X or specificity@X (e.g. sensitivity@0.95)")
+    positive_class: str | None = _f(None, "binary tasks: the positive class's name (default: the second class)")
+    select_metric: str = _f("top1", "validation metric that selects best.pt: top1, auc or balanced_accuracy")
     # --- optimisation ---
     epochs: int = _f(1, "passes over the training data")
     max_steps: int | None = _f(None, "stop after this many optimizer steps (He et al.'s 64k iterations)")
@@ -114,7 +143,8 @@ _FIELDS = {f.name: f for f in fields(TrainConfig)}
 _CHOICES = {
     "preset": ("cifar", "imagenet"), "optimizer": ("sgd", "adamw"), "amp": AMP_CHOICES,
     "schedule": ("cosine", "step", "multistep", "onecycle", "constant"), "milestone_unit": ("epoch", "step"),
-    "auto_augment": (None, "trivial", "randaugment"),
+    "auto_augment": (None, "trivial", "randaugment"), "sampler": ("shuffle", "balanced"),
+    "select_metric": ("top1", "auc", "balanced_accuracy"), "finetune": ("full", "linear", "gradual"),
 }
 
 
@@ -137,6 +167,65 @@ def _check(cfg: TrainConfig) -> None:
             raise ValueError(f"{key} must be >= 0, got {getattr(cfg, key)!r}")
     if not 0.0 <= cfg.label_smoothing < 1.0 or not 0.0 <= cfg.val_split < 1.0 or cfg.ema_decay >= 1.0:
         raise ValueError("label_smoothing and val_split must be in [0, 1), ema_decay < 1")
+    _check_imbalance(cfg)
+
+
+def _check_imbalance(cfg: TrainConfig) -> None:
+    """The settings of imbalance and decisions that can be judged without the data."""
+    from ..eval.clinical import parse_threshold_metric  # here: the eval package pulls in torch, a config need not
+
+    from ..data.preprocess import parse_window
+
+    parse_window(cfg.window)
+    parse_class_weights(cfg.class_weights)
+    parse_threshold_metric(cfg.threshold_metric)
+    parse_threshold(cfg.threshold)
+    for key in ("focal_gamma", "logit_adjust"):
+        if getattr(cfg, key) < 0:
+            raise ValueError(f"{key} must be >= 0, got {getattr(cfg, key)!r}")
+    if cfg.weights is not None and cfg.pretrained is not None and cfg.weights != cfg.pretrained:
+        raise ValueError(f"weights ({cfg.weights!r}) and pretrained ({cfg.pretrained!r}) are the same setting; give "
+                         "one of them")
+    if cfg.finetune == "gradual" and not 1 <= cfg.finetune_epochs < cfg.epochs:
+        raise ValueError(f"finetune='gradual' trains the head alone for finetune_epochs, then everything: it needs "
+                         f"1 <= finetune_epochs < epochs, got finetune_epochs={cfg.finetune_epochs}, "
+                         f"epochs={cfg.epochs}")
+    if not 0.0 < cfg.layer_decay <= 1.0 or cfg.backbone_lr_scale < 0:
+        raise ValueError(f"layer_decay must be in (0, 1] and backbone_lr_scale >= 0, got {cfg.layer_decay!r} and "
+                         f"{cfg.backbone_lr_scale!r}")
+    if cfg.focal_gamma > 0 and (cfg.mixup > 0 or cfg.cutmix > 0 or cfg.label_smoothing > 0):
+        raise ValueError(f"focal_gamma={cfg.focal_gamma} takes hard labels: it does not combine with mixup, cutmix "
+                         "or label_smoothing (set them to 0)")
+
+
+def parse_class_weights(spec: str) -> str | tuple[float, ...]:
+    """``"none" | "auto" | "effective"`` as such, ``"1,4.5"`` as a tuple of positive floats."""
+    text = str(spec).strip().lower()
+    if text in ("none", "auto", "effective"):
+        return text
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"class_weights must be 'none', 'auto', 'effective' or positive numbers w1,w2,... (one "
+                         f"per class), got {spec!r}")
+    return values
+
+
+def parse_threshold(value: str) -> str | float:
+    """``"none"`` / ``"auto"`` as such, else a probability in [0, 1]."""
+    text = str(value).strip().lower()
+    if text in ("none", "auto"):
+        return text
+    try:
+        p = float(text)
+    except ValueError:
+        p = float("nan")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"threshold must be 'none', 'auto' or a probability of the positive class in [0, 1], "
+                         f"got {value!r}")
+    return p
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -173,6 +262,8 @@ def _coerce(name: str, value: Any) -> Any:
             if not isinstance(value, Mapping):
                 raise ValueError
             return dict(value)
+        if isinstance(value, (list, tuple)):  # class_weights: [1, 4] in YAML
+            return ",".join(str(v) for v in value)
         return str(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be {typ}, got {value!r}") from None

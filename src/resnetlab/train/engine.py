@@ -20,14 +20,17 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..data import mix_batch
-from ..eval import classification_metrics, collect_logits
+from ..eval import collect_logits, task_metrics
 from ..models import create_model
 from ..utils import Progress
-from .checkpoint import TrainingDiverged, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (TrainingDiverged, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
+                         update_checkpoint)
 from .config import TrainConfig, resumed_config, save_config, to_dict
+from .decisions import (build_objective, check_task, class_counts, describe_point, operating_point, selection_score,
+                        task_of, test_row)
+from .finetune import FinetunePolicy, remake_head, starting_weights
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .loaders import build_data, generator, make_batches
 from .metrics_log import RunLog, claim_run_dir
@@ -83,13 +86,14 @@ class Trainer:
         self.data = build_data(cfg, self.info)
         # the resolved config names the data and the validation hold-out it used (so eval can find them again)
         self.cfg = cfg = cfg.replace(data=self.data.root, val_split=self.data.val_split)
+        self._check_data()
         self.amp, self.channels_last = resolve_precision(cfg, self.device, (resume_state or {}).get("precision"))
         self.train_batches = make_batches(self.data, cfg, self.info, split="train")
         self.eval_batches = make_batches(self.data, cfg, self.info, split="val")
         self.test_batches = make_batches(self.data, cfg, self.info, split="test")
-        self._build_model()
+        self._build_model(resuming=resume_state is not None)
         self.state = {"epoch": 0, "batch": 0, "global_step": 0, "wall_time_s": 0.0, "train_time_s": 0.0,
-                      "train_images": 0, "best_top1": -1.0, "history": [], "epoch_sums": [0.0, 0, 0, 0]}
+                      "train_images": 0, "best_score": -math.inf, "history": [], "epoch_sums": [0.0, 0, 0, 0]}
         if resume_state is not None:
             self._restore(resume_state)
         if self.info.is_main:
@@ -112,12 +116,31 @@ class Trainer:
             raise ValueError(problem or f"rank 0 refused the run folder {self.run_dir}")
         return removed
 
-    def _build_model(self) -> None:
+    def _check_data(self) -> None:
+        """Settings the data cannot honour fail here, before the model is even built."""
+        d, classes = self.data, self.data.classes
+        self.task = task_of(d.train)
+        self.train_counts = class_counts(d.train, len(classes))
+        check_task(self.cfg, classes, {"train": (d.train.source, self.train_counts),
+                                       "val": (d.val_source, class_counts(d.val, len(classes)))}, self.task)
+
+    def _build_model(self, resuming: bool) -> None:
         cfg, data = self.cfg, self.data
         self.num_classes = cfg.num_classes or len(data.classes)
         self.in_chans = cfg.in_chans or data.in_chans
-        model = create_model(cfg.model, num_classes=self.num_classes, in_chans=self.in_chans,
-                             weights=cfg.weights, **cfg.model_kwargs)
+        path, self.pretrained = (None, None) if resuming else starting_weights(cfg)  # a resume has its own
+        model = create_model(cfg.model, num_classes=self.num_classes, in_chans=self.in_chans, weights=path,
+                             **cfg.model_kwargs)
+        if path is not None:
+            log.info("starting from %s (%s)", path, self.pretrained["source"])
+            if remake_head(model, self.pretrained, list(data.classes)):
+                log.info("classifier re-made for %s: the weights' head was trained for %s", list(data.classes),
+                         self.pretrained["classes"])
+        self.policy = FinetunePolicy.from_config(cfg)
+        if self.policy.mode == "gradual" and self.info.enabled:
+            raise ValueError("finetune='gradual' changes which parameters train mid-run, which DistributedDataParallel "
+                             "cannot follow; use one process, or finetune='full' with backbone_lr_scale")
+        self.policy.apply(model, 0)  # a linear probe's frozen backbone, before DDP sees the parameters
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -127,9 +150,11 @@ class Trainer:
         if cfg.sync_bn and self.info.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        self._named_params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self._named_params = list(model.named_parameters())  # frozen ones have no grad and are passed over
         self.ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-        self.optimizer = build_optimizer(model, cfg)
+        self.objective = build_objective(cfg, self.train_counts, self.data.classes, self.device, task=self.task,
+                                         num_train=len(self.data.train))
+        self.optimizer = build_optimizer(model, cfg, None if self.policy.trivial else self.policy.lr_scales(model))
         self.scheduler = build_scheduler(self.optimizer, cfg, self.train_batches.num_batches)
         if self.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("amp='fp16' needs CUDA; on the CPU use amp='bf16' (or 'auto')")
@@ -151,7 +176,8 @@ class Trainer:
             "model_name": self.cfg.model, "model_kwargs": dict(self.cfg.model_kwargs),
             "num_classes": self.num_classes, "in_chans": self.in_chans, "classes": list(d.classes),
             "preprocess": d.preprocess.to_dict(),
-            "precision": {"amp": self.amp, "channels_last": self.channels_last},
+            "precision": {"amp": self.amp, "channels_last": self.channels_last}, "pretrained": self.pretrained,
+            "task": self.task,
         }
 
     def _save(self, name: str) -> None:
@@ -171,6 +197,7 @@ class Trainer:
         if not self.info.is_main:  # the sums are global: rank 0 carries them, the others start at zero
             self.state["epoch_sums"] = [0.0, 0, 0, 0]
         set_rng_state(ck["rng"])
+        self.pretrained = ck.get("pretrained")
         log.info("resumed from %s at epoch %d, batch %d (step %d)", self.run_dir, ck["epoch"] + 1, ck["batch"],
                  ck["global_step"])
 
@@ -178,7 +205,7 @@ class Trainer:
     def _where(self, epoch: int, b: int) -> str:
         return f"epoch {epoch + 1}, step {self.state['global_step'] + 1} (batch {b + 1})"
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, b: int) -> tuple[float, int]:
+    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, b: int) -> tuple[float, float]:
         cfg = self.cfg
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if self.channels_last:
@@ -191,7 +218,7 @@ class Trainer:
             target, smoothing = y, cfg.label_smoothing
         with autocast(self.device, self.amp):
             logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
+            loss = self.objective(logits.float(), target, label_smoothing=smoothing)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingDiverged(f"loss is {value} at {self._where(epoch, b)}; stopping. The last good "
@@ -206,7 +233,10 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(unwrap(self.model))
-        correct = int((logits.detach().argmax(1) == y).sum())
+        if self.task == "multilabel":  # MedMNIST's ACC: the mean per-label accuracy at p > 0.5
+            correct = float(((logits.detach() > 0) == (y > 0.5)).float().mean(1).sum())
+        else:
+            correct = int((logits.detach().argmax(1) == y).sum())
         return value, correct
 
     def _check_grads(self, epoch: int, b: int) -> None:
@@ -244,6 +274,7 @@ class Trainer:
         """Train one epoch (from the checkpoint's batch when resuming); the row's training metrics."""
         cfg, st, world = self.cfg, self.state, self.info.world_size
         self.net.train()
+        self.policy.apply(unwrap(self.model), epoch)
         start, n_batches = st["batch"], self.train_batches.num_batches
         sums = list(st["epoch_sums"])  # loss * n, correct, seen, bad files: carried over a resume
         t0 = mark = time.perf_counter()
@@ -288,29 +319,42 @@ class Trainer:
     # --- evaluation ------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, batches=None) -> dict[str, Any]:
         """``model`` on ``batches`` (default: the validation split), in the run's precision."""
-        batches = self.eval_batches if batches is None else batches
-        logits, targets = collect_logits(model, batches.epoch(0), device=self.device,
-                                         channels_last=self.channels_last, amp=self.amp)
-        return classification_metrics(logits, targets, class_names=self.data.classes)
+        logits, targets = self._logits(model, self.eval_batches if batches is None else batches)
+        return task_metrics(logits, targets, self.data.classes)
 
     def _eval_row(self) -> dict[str, Any]:
         if not self.info.is_main:
             return {}
         m = self.evaluate(unwrap(self.model))
-        row = {"val_loss": m["nll"], "val_top1": m["top1"], "val_top5": m["top5"]}
+        row = {"val_loss": m["nll"], "val_top1": m["top1"], "val_top5": m["top5"], "val_auc": m["auc"],
+               "val_balanced_accuracy": m["balanced_accuracy"]}
         if self.ema is not None:
             row["ema_top1"] = self.evaluate(self.ema.module)["top1"]
         return row
 
-    def _test_best(self) -> dict[str, Any]:
-        """best.pt (selected on val) evaluated once on the test split; {} when the data has no test split."""
-        if self.test_batches is None or not self.info.is_main:
-            return {}
+    def _decide(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """On best.pt (selected on val): the operating point chosen on val, stored in best.pt and last.pt, then
+        the test split evaluated once, at argmax and at that point. ({}, None) on ranks other than 0."""
+        if not self.info.is_main:
+            return {}, None
+        cfg, classes = self.cfg, self.data.classes
         path = self.run_dir / "best.pt" if (self.run_dir / "best.pt").is_file() else self.run_dir / "last.pt"
         model = copy.deepcopy(unwrap(self.model))
         model.load_state_dict(load_checkpoint(path)["model"])
-        m = self.evaluate(model, self.test_batches)
-        return {"test_loss": m["nll"], "test_top1": m["top1"], "test_top5": m["top5"]}
+        point = None
+        if cfg.threshold != "none":
+            val = self._logits(model, self.eval_batches)
+            point = operating_point(cfg, *val, classes, f"val: {self.data.val_source}", self.task)
+            for name in {path.name, "last.pt"}:
+                update_checkpoint(self.run_dir / name, operating_point=point)
+            log.info("operating point: %s", describe_point(point, classes))
+        if self.test_batches is None:
+            return {}, point
+        return test_row(cfg, *self._logits(model, self.test_batches), classes, point), point
+
+    def _logits(self, model: nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor]:
+        return collect_logits(model, batches.epoch(0), device=self.device, channels_last=self.channels_last,
+                              amp=self.amp)
 
     # --- the run ---------------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -344,25 +388,31 @@ class Trainer:
             self.runlog.write_history(st["history"])
             self.runlog.add_scalars(row, st["global_step"])
             log_row(row)
-        if row.get("val_top1", -1) > st["best_top1"]:
-            st["best_top1"] = row["val_top1"]
+        if "val_top1" in row and selection_score(row, cfg.select_metric) > st["best_score"]:
+            st["best_score"] = selection_score(row, cfg.select_metric)
             self._save("best.pt")
         self._save("last.pt")
         barrier(self.info)
 
-    def _summary(self, test: dict[str, Any]) -> dict[str, Any]:
-        st, hist, d = self.state, self.state["history"], self.data
+    def _summary(self, test: dict[str, Any], point: dict[str, Any] | None) -> dict[str, Any]:
+        st, hist, d, metric = self.state, self.state["history"], self.data, self.cfg.select_metric
         evals = [r for r in hist if "val_top1" in r]
-        best = max(evals, key=lambda r: r["val_top1"]) if evals else {}  # the first of equals, as best.pt
-        tested = (f"test_top1/test_top5 are best.pt evaluated once on the test split ({len(d.test)} images) after "
+        best = max(evals, key=lambda r: selection_score(r, metric)) if evals else {}  # first of equals, as best.pt
+        tested = (f"the test_* numbers are best.pt evaluated once on the test split ({len(d.test)} images) after "
                   f"training" if d.test is not None else "the data has no test split, so there are no test numbers")
+        if point:
+            tested += f"; the operating point was chosen on validation ({point['metric']}), never on test"
         return {
             "model": self.cfg.model, "val_top1": evals[-1]["val_top1"] if evals else None,
             "val_top5": evals[-1]["val_top5"] if evals else None,
             "best_val_top1": best.get("val_top1"), "best_epoch": best.get("epoch"),
             "test_top1": test.get("test_top1"), "test_top5": test.get("test_top5"),
-            "selection": f"best.pt is the epoch with the highest top-1 on the validation split ({d.val_source}); "
+            "test_auc": test.get("test_auc"), "test_balanced_accuracy": test.get("test_balanced_accuracy"),
+            "select_metric": metric, "best_val_score": best.get(f"val_{metric}"),
+            "selection": f"best.pt is the epoch with the highest {metric} on the validation split ({d.val_source}); "
                          f"{tested}",
+            "operating_point": point, "test_report": test.get("test_report"), "pretrained": self.pretrained,
+            "finetune": self.policy.mode, "task": self.task,
             "epochs": st["epoch"], "steps": st["global_step"], "wall_time_s": st["wall_time_s"],
             "images_per_s": st["train_images"] / max(st["train_time_s"], 1e-9),
             "skipped_files": len(d.skipped) + int(sum(r.get("skipped_batch_images", 0) for r in hist)),
@@ -372,8 +422,8 @@ class Trainer:
         }
 
     def _finish(self, wall: float) -> TrainResult:
-        test = self._test_best()
-        summary = self._summary(test)
+        test, point = self._decide()
+        summary = self._summary(test, point)
         if self.info.is_main:
             if test:
                 self.runlog.add_scalars(test, self.state["global_step"])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..data import (ArrayDataset, BatchAugment, FolderDataset, available_splits, folder_transform, open_dataset,
                     resolve_data_root)
 from ..data.batches import ArrayBatches, FolderBatches, generator, mix_seed
-from ..data.preprocess import Preprocess
+from ..data.preprocess import Preprocess, parse_window
 from .config import TrainConfig
 from .distributed import DistInfo, barrier
 
@@ -58,7 +58,8 @@ def _open_splits(cfg: TrainConfig, *, download: bool, progress: bool) -> tuple:
     root = resolve_data_root(cfg.data, download=download, cache_dir=cfg.cache_dir)
     splits = available_splits(root)
     val_split = cfg.val_split or (0.0 if "val" in splits else AUTO_VAL_SPLIT)
-    kw = dict(val_split=val_split, seed=cfg.seed, cache_dir=cfg.cache_dir, strict=cfg.strict_data, progress=progress)
+    kw = dict(val_split=val_split, seed=cfg.seed, cache_dir=cfg.cache_dir, strict=cfg.strict_data, progress=progress,
+              window=parse_window(cfg.window))
     train, val = open_dataset(root, "train", **kw), open_dataset(root, "val", **kw)
     test = open_dataset(root, "test", **kw) if "test" in splits else None
     return root, val_split, train, val, test
@@ -86,7 +87,7 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
         size = train.image_size[0]
     else:
         size = 224
-    pre = Preprocess.for_data(cfg.preset, size, train.in_chans)
+    pre = Preprocess.for_data(cfg.preset, size, train.in_chans, parse_window(cfg.window))
     return DataBundle(train, val, list(train.classes), pre, str(root), test, val_split, cfg.seed)
 
 
@@ -104,11 +105,12 @@ def make_batches(bundle: DataBundle, cfg: TrainConfig, info: DistInfo, *, split:
     pre = bundle.preprocess
     dist = dict(rank=info.rank, world_size=info.world_size)
     if isinstance(ds, ArrayDataset):
-        aug = BatchAugment(train=True, mean=pre.mean, std=pre.std, crop_pad=cfg.crop_pad, flip=True,
+        aug = BatchAugment(train=True, mean=pre.mean, std=pre.std, crop_pad=cfg.crop_pad, flip=cfg.flip,
                            cutout=cfg.cutout, auto_augment=cfg.auto_augment,
                            image_size=pre.image_size) if train else pre.batch_transform()
-        return ArrayBatches(ds, bs, aug, train=train, seed=cfg.seed, limit=limit, **dist)
+        return ArrayBatches(ds, bs, aug, train=train, seed=cfg.seed, limit=limit, sampler=cfg.sampler, **dist)
     ds.transform = folder_transform(cfg.preset, train=True, image_size=pre.image_size, mean=pre.mean, std=pre.std,
                                     auto_augment=cfg.auto_augment, in_chans=pre.in_chans, crop_pad=cfg.crop_pad,
-                                    cutout=cfg.cutout) if train else pre.image_transform()
-    return FolderBatches(ds, bs, train=train, seed=cfg.seed, workers=cfg.workers, limit=limit, **dist)
+                                    cutout=cfg.cutout, flip=cfg.flip) if train else pre.image_transform()
+    return FolderBatches(ds, bs, train=train, seed=cfg.seed, workers=cfg.workers, limit=limit, sampler=cfg.sampler,
+                         **dist)

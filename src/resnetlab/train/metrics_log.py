@@ -24,8 +24,8 @@ __all__ = ["RUN_FILES", "CSV_KEYS", "run_files", "claim_run_dir", "RunLog"]
 # Everything a training run writes into its folder (besides config.yaml, which every run rewrites).
 RUN_FILES = ("metrics.jsonl", "metrics.csv", "last.pt", "best.pt", "summary.json", "train.log", "steps.jsonl")
 EVENTS = "events.out.tfevents.*"
-CSV_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "ema_top1", "lr", "img_per_s",
-            "wall_time_s"]
+CSV_KEYS = ["epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "val_balanced_accuracy", "val_auc",
+            "ema_top1", "lr", "img_per_s", "wall_time_s"]
 
 
 def run_files(run_dir: str | os.PathLike) -> list[Path]:

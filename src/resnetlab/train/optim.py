@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 import torch.nn as nn
@@ -18,19 +18,30 @@ from .config import TrainConfig
 __all__ = ["param_groups", "build_optimizer", "lr_factor", "build_scheduler", "ModelEma"]
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_wd_norm_bias: bool) -> list[dict]:
-    """Two groups: decayed weights, and norm weights / biases without decay (Goyal et al. 2017)."""
-    if not no_wd_norm_bias:
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)  # BN/LN weights and all biases are 1-D
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def param_groups(model: nn.Module, weight_decay: float, no_wd_norm_bias: bool,
+                 lr_scales: Mapping[str, float] | None = None) -> list[dict]:
+    """Decayed weights, and norm weights / biases without decay (Goyal et al. 2017); with ``lr_scales``
+    (parameter name -> multiplier: fine-tuning's slower backbone, layer decay) one such pair per multiplier,
+    each group carrying its ``lr_scale``. Every parameter is in a group, frozen ones too (they may thaw)."""
+    buckets: dict[float, tuple[list, list]] = {}
+    for name, p in model.named_parameters():
+        decay, no_decay = buckets.setdefault(1.0 if lr_scales is None else float(lr_scales[name]), ([], []))
+        (no_decay if no_wd_norm_bias and p.ndim <= 1 else decay).append(p)  # BN/LN weights and biases are 1-D
+    groups = []
+    for scale, (decay, no_decay) in buckets.items():
+        extra = {} if lr_scales is None else {"lr_scale": scale}
+        pair = [{"params": decay, "weight_decay": weight_decay, **extra}]
+        if no_wd_norm_bias:
+            pair.append({"params": no_decay, "weight_decay": 0.0, **extra})
+        groups += [g for g in pair if g["params"] or lr_scales is None]
+    return groups
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.no_wd_norm_bias)
+def build_optimizer(model: nn.Module, cfg: TrainConfig, lr_scales: Mapping[str, float] | None = None
+                    ) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.no_wd_norm_bias, lr_scales)
+    for g in groups:
+        g["lr"] = cfg.lr * g.get("lr_scale", 1.0)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))

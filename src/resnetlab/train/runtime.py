@@ -70,7 +70,9 @@ def autocast(device: torch.device, amp: str):
 
 
 def log_row(row: dict[str, Any]) -> None:
-    pct = lambda k: f"{100 * row[k]:.2f}%" if k in row else "-"  # noqa: E731
-    log.info("epoch %d: train loss %.4f acc %s | val loss %s top1 %s top5 %s | lr %.4g | %.0f img/s | %.0f s",
-             row["epoch"], row["train_loss"], pct("train_acc"), f"{row.get('val_loss', float('nan')):.4f}",
-             pct("val_top1"), pct("val_top5"), row["lr"], row["img_per_s"], row["wall_time_s"])
+    pct = lambda k: f"{100 * row[k]:.2f}%" if row.get(k) is not None else "-"  # noqa: E731
+    auc = "-" if row.get("val_auc") is None else f"{row['val_auc']:.4f}"
+    log.info("epoch %d: train loss %.4f acc %s | val loss %s top1 %s top5 %s bal-acc %s auc %s | lr %.4g | "
+             "%.0f img/s | %.0f s", row["epoch"], row["train_loss"], pct("train_acc"),
+             f"{row.get('val_loss', float('nan')):.4f}", pct("val_top1"), pct("val_top5"),
+             pct("val_balanced_accuracy"), auc, row["lr"], row["img_per_s"], row["wall_time_s"])
