@@ -71,8 +71,11 @@ def autocast(device: torch.device, amp: str):
 
 def log_row(row: dict[str, Any]) -> None:
     pct = lambda k: f"{100 * row[k]:.2f}%" if row.get(k) is not None else "-"  # noqa: E731
-    auc = "-" if row.get("val_auc") is None else f"{row['val_auc']:.4f}"
-    log.info("epoch %d: train loss %.4f acc %s | val loss %s top1 %s top5 %s bal-acc %s auc %s | lr %.4g | "
-             "%.0f img/s | %.0f s", row["epoch"], row["train_loss"], pct("train_acc"),
-             f"{row.get('val_loss', float('nan')):.4f}", pct("val_top1"), pct("val_top5"),
-             pct("val_balanced_accuracy"), auc, row["lr"], row["img_per_s"], row["wall_time_s"])
+    if "val_loss" in row:
+        auc = "-" if row.get("val_auc") is None else f"{row['val_auc']:.4f}"
+        val = (f"val loss {row['val_loss']:.4f} top1 {pct('val_top1')} top5 {pct('val_top5')} "
+               f"bal-acc {pct('val_balanced_accuracy')} auc {auc}")
+    else:
+        val = "no validation this epoch"
+    log.info("epoch %d: train loss %.4f acc %s | %s | lr %.4g | %.0f img/s | %.0f s", row["epoch"],
+             row["train_loss"], pct("train_acc"), val, row["lr"], row["img_per_s"], row["wall_time_s"])
