@@ -96,6 +96,10 @@ JOBS = [
         [f"benchmarks/results/bench_models.{e}" for e in ("json", "md", "csv", "png")], 30, after=copy_bench_table),
     Job("analysis_docs", lambda d: _py("analysis_docs.py", "--data", d),
         ["docs/analysis/"], 35),
+    Job("medical_synthetic", lambda d: _py("medical_synthetic.py", "--seeds", "0,1,2"),
+        [f"benchmarks/results/medical_synthetic.{e}" for e in ("json", "md", "png")], 12),
+    Job("transfer_cifar", lambda d: _py("transfer_cifar.py", "--data", d, "--seeds", "0,1"),
+        [f"benchmarks/results/transfer_cifar.{e}" for e in ("json", "md", "png")], 20),
 ]
 
 
