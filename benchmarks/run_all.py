@@ -100,6 +100,8 @@ JOBS = [
         [f"benchmarks/results/medical_synthetic.{e}" for e in ("json", "md", "png")], 12),
     Job("transfer_cifar", lambda d: _py("transfer_cifar.py", "--data", d, "--seeds", "0,1"),
         [f"benchmarks/results/transfer_cifar.{e}" for e in ("json", "md", "png")], 20),
+    Job("medmnist_fast", lambda d: _py("medmnist_fast.py"),
+        [f"benchmarks/results/medmnist_fast.{e}" for e in ("json", "md")], 22),
 ]
 
 

@@ -97,7 +97,7 @@ def test_a_class_missing_from_train_or_an_unknown_positive_class_is_named(tmp_pa
     with pytest.raises(ValueError, match=r"positive_class 'tumour' is not a class of the data; classes are "
                                          r"\['normal', 'lesion'\]"):
         Trainer(tiny_config(data, tmp_path / "b", positive_class="tumour"))
-    with pytest.raises(ValueError, match=r"threshold must be 'none', 'auto' or a probability .* got '1.5'"):
+    with pytest.raises(ValueError, match=r"threshold must be 'none', 'auto', 'auto-binary' or a probability .* '1.5'"):
         tiny_config(data, tmp_path / "c").replace(threshold="1.5")
 
 
@@ -153,6 +153,27 @@ def test_the_medmnist_recipe_is_the_papers_protocol_and_runs(tmp_path):
         "data": str(data), "out": str(tmp_path / "r"), "cache_dir": str(tmp_path / "c"), "epochs": 1, "threads": 1,
         "limit_train_batches": 1, "limit_eval_batches": 1, "log_every_s": 0}))
     assert run.summary["steps"] == 1 and run.summary["select_metric"] == "auc"
+
+
+def test_the_fast_medmnist_recipe_thresholds_binary_tasks_only(tmp_path):
+    """One recipe for every task type: on binary data it stores a threshold chosen on val; on 3 classes it
+    decides by argmax instead of refusing, as threshold='auto' would."""
+    from resnetlab.train.config import load_config
+
+    cfg = load_config("medmnist-resnet18-fast")
+    assert (cfg.max_steps, cfg.batch_size, cfg.schedule, cfg.threshold, cfg.select_metric) == (
+        1000, 128, "onecycle", "auto-binary", "auc")
+    small = {"out": None, "cache_dir": str(tmp_path / "c"), "max_steps": 2, "threads": 1, "log_every_s": 0,
+             "limit_eval_batches": 1, "eval_batch_size": 100}
+    binary = write_prevalence_shift(tmp_path / "p.npz", sizes=(200, 100, 100))
+    run = fit(load_config("medmnist-resnet18-fast", {**small, "data": str(binary), "out": str(tmp_path / "b")}))
+    assert run.summary["steps"] == 2 and run.summary["epochs"] == 2  # 1000 planned epochs, ended by max_steps
+    assert run.summary["operating_point"]["metric"] == "youden"
+    assert "threshold" in torch.load(run.run_dir / "best.pt", weights_only=True)["operating_point"]
+    three = write_tree(tmp_path / "three")
+    run = fit(load_config("medmnist-resnet18-fast", {**small, "data": str(three), "out": str(tmp_path / "m")}))
+    assert run.summary["operating_point"] is None
+    assert "operating_point" not in torch.load(run.run_dir / "best.pt", weights_only=True)
 
 
 def test_cli_predict_says_the_decision_and_its_rule(shifted, tmp_path, capsys):

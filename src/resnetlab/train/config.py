@@ -83,7 +83,8 @@ class TrainConfig:
     logit_adjust: float = _f(0.0, "tau of the logit-adjusted loss (Menon et al. 2021; 0: off, 1: the paper's): "
                                   "corrects argmax for the training priors")
     threshold: str = _f("none", "binary tasks: 'none' (argmax), 'auto' (chosen on validation by threshold_metric, "
-                                "stored in the checkpoint) or a probability of the positive class in [0, 1]")
+                                "stored in the checkpoint), a probability of the positive class in [0, 1], or "
+                                "'auto-binary' (auto when the data has 2 classes, argmax otherwise: for recipes)")
     threshold_metric: str = _f("youden", "what --threshold auto maximises on validation: youden, balanced_accuracy, "
                                          "f1, sensitivity@X or specificity@X (e.g. sensitivity@0.95)")
     positive_class: str | None = _f(None, "binary tasks: the positive class's name (default: the second class)")
@@ -214,17 +215,17 @@ def parse_class_weights(spec: str) -> str | tuple[float, ...]:
 
 
 def parse_threshold(value: str) -> str | float:
-    """``"none"`` / ``"auto"`` as such, else a probability in [0, 1]."""
+    """``"none"`` / ``"auto"`` / ``"auto-binary"`` as such, else a probability in [0, 1]."""
     text = str(value).strip().lower()
-    if text in ("none", "auto"):
+    if text in ("none", "auto", "auto-binary"):
         return text
     try:
         p = float(text)
     except ValueError:
         p = float("nan")
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"threshold must be 'none', 'auto' or a probability of the positive class in [0, 1], "
-                         f"got {value!r}")
+        raise ValueError(f"threshold must be 'none', 'auto', 'auto-binary' or a probability of the positive class in "
+                         f"[0, 1], got {value!r}")
     return p
 
 

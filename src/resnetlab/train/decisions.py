@@ -72,7 +72,8 @@ def check_task(cfg: TrainConfig, classes: Sequence[str], splits: dict[str, tuple
                              f"{'training' if name == 'train' else 'validation'} examples")
     if task == "multilabel":
         return _check_multilabel(cfg)
-    binary_only = {"threshold": cfg.threshold != "none", "positive_class": cfg.positive_class is not None}
+    binary_only = {"threshold": cfg.threshold not in ("none", "auto-binary"),
+                   "positive_class": cfg.positive_class is not None}
     for key, used in binary_only.items():
         if used and c != 2:
             raise ValueError(f"{key}={getattr(cfg, key)!r} needs a binary task (2 classes), but the data has {c} "
@@ -99,8 +100,11 @@ def selection_score(row: dict[str, Any], metric: str) -> float:
 def operating_point(cfg: TrainConfig, logits: torch.Tensor, targets: torch.Tensor, classes: Sequence[str],
                     chosen_on: str, task: str = "multiclass") -> dict[str, Any] | None:
     """The decision rule the run stores: thresholds chosen on validation (``threshold: auto``) or the one
-    given; None for the default rule (argmax; p > 0.5 per label for multi-label)."""
+    given; None for the default rule (argmax; p > 0.5 per label for multi-label). ``auto-binary`` is
+    ``auto`` on a two-class task and the default rule on any other."""
     setting = parse_threshold(cfg.threshold)
+    if setting == "auto-binary":
+        setting = "auto" if task == "multiclass" and len(classes) == 2 else "none"
     if setting == "none":
         return None
     if task == "multilabel":

@@ -280,7 +280,7 @@ class Trainer:
         t0 = mark = time.perf_counter()
         here = since_mark = 0  # images this session / since the throughput was last booked into the state
         self._skipped = 0
-        bar = Progress(n_batches - start, f"epoch {epoch + 1}/{cfg.epochs}", enabled=self.info.is_main,
+        bar = Progress(n_batches - start, f"epoch {epoch + 1}/{self.planned_epochs}", enabled=self.info.is_main,
                        log_every_s=cfg.log_every_s, unit="batch")
         for b, (x, y, n_bad) in enumerate(self.train_batches.epoch(epoch, start), start):
             loss, ok = self._step(x, y, epoch, b)
@@ -345,6 +345,7 @@ class Trainer:
         if cfg.threshold != "none":
             val = self._logits(model, self.eval_batches)
             point = operating_point(cfg, *val, classes, f"val: {self.data.val_source}", self.task)
+        if point is not None:
             for name in {path.name, "last.pt"}:
                 update_checkpoint(self.run_dir / name, operating_point=point)
             log.info("operating point: %s", describe_point(point, classes))
@@ -357,12 +358,20 @@ class Trainer:
                               amp=self.amp)
 
     # --- the run ---------------------------------------------------------------------------------
+    @property
+    def planned_epochs(self) -> int:
+        """The epochs the run will take: ``epochs``, or fewer when ``max_steps`` ends it first."""
+        if not self.cfg.max_steps:
+            return self.cfg.epochs
+        return min(self.cfg.epochs, -(-self.cfg.max_steps // self.train_batches.num_batches))
+
     def fit(self) -> TrainResult:
         cfg, st, d = self.cfg, self.state, self.data
         log.info("training %s on %s: %d train images, validation on %s, %s test images, %d classes, %d batches "
-                 "of %d per epoch, %s, amp %s, channels_last %s", cfg.model, d.train.source, len(d.train),
-                 d.val_source, len(d.test) if d.test is not None else "no", self.num_classes,
-                 self.train_batches.num_batches, cfg.batch_size, self.device, self.amp, self.channels_last)
+                 "of %d per epoch, %d epochs%s, %s, amp %s, channels_last %s", cfg.model, d.train.source,
+                 len(d.train), d.val_source, len(d.test) if d.test is not None else "no", self.num_classes,
+                 self.train_batches.num_batches, cfg.batch_size, self.planned_epochs,
+                 f" ({cfg.max_steps} steps)" if cfg.max_steps else "", self.device, self.amp, self.channels_last)
         wall0 = time.perf_counter() - st["wall_time_s"]
         try:
             while st["epoch"] < cfg.epochs and not (cfg.max_steps and st["global_step"] >= cfg.max_steps):
