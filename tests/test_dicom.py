@@ -137,3 +137,13 @@ def test_a_window_given_replaces_the_files_own(tmp_path):
         parse_window("40,0")
     with pytest.raises(ValueError, match=r"window must be centre,width \(e.g. 40,400"):
         parse_window("soft")
+
+
+def test_non_finite_pixel_values_name_the_file(tmp_path, monkeypatch):
+    path = write_dicom(tmp_path / "inf.dcm", np.array([[0, 1], [2, 3]], dtype=np.uint16))
+    from resnetlab.data import dicom
+
+    real = dicom.window_to_uint8
+    monkeypatch.setattr(dicom, "window_to_uint8", lambda v, c, w: real(v * np.array([[1, np.inf], [1, 1]]), c, w))
+    with pytest.raises(ValueError, match=r"inf.dcm: pixel data holds 1 non-finite values"):
+        dicom_image(str(path))

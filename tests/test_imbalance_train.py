@@ -59,8 +59,12 @@ def test_the_operating_point_travels_in_the_checkpoint_and_eval_uses_it(shifted,
                   "--out", str(tmp_path / "ev"))
     given = json.loads(out.stdout)["clinical"]["operating_point"]
     assert given["threshold"] == 0.5 and "ci" not in given
-    for name in ("roc_pr.png", "reliability.png", "confusion_matrix.png", "metrics.json"):
+    for name in ("roc_pr.png", "reliability.png", "confusion_matrix.png", "metrics.json",
+                 "confusion_matrix_operating_point.png"):
         assert (tmp_path / "ev" / name).stat().st_size > 1000, name
+    rows = list(csv.reader((tmp_path / "ev" / "confusion_matrix_operating_point.csv").open()))
+    c = given["confusion"]  # rows: true normal, lesion; columns: predicted normal, lesion
+    assert rows[1:] == [["normal", str(c["tn"]), str(c["fp"])], ["lesion", str(c["fn"]), str(c["tp"])]]
 
 
 def test_class_weights_and_balanced_sampler_raise_argmax_sensitivity(shifted, tmp_path):
@@ -78,6 +82,9 @@ def test_class_weights_and_balanced_sampler_raise_argmax_sensitivity(shifted, tm
     ({"threshold": "auto"}, r"threshold='auto' needs a binary task \(2 classes\), but the data has 3 classes"),
     ({"positive_class": "red"}, "positive_class='red' needs a binary task"),
     ({"class_weights": "1,2"}, r"class_weights gives 2 weights but the data has 3 classes \(blue, green, red\)"),
+    ({"task": "binary"}, r"task='binary', but .* has one label per image, 3 classes \(multiclass\).*a binary task "
+                         r"has 2 classes"),
+    ({"task": "multilabel"}, r"task='multilabel', but .* has one label per image, 3 classes"),
 ])
 def test_settings_the_data_cannot_honour_fail_before_training(tmp_path, overrides, match):
     cfg = tiny_config(write_tree(tmp_path / "data"), tmp_path / "run", **overrides)

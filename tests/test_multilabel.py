@@ -132,6 +132,8 @@ def test_evaluate_predict_and_bulk_prediction_of_a_multilabel_model(chest_run, t
 @pytest.mark.parametrize("overrides, match", [
     ({"sampler": "balanced"}, "sampler"), ({"positive_class": "mass"}, "positive_class"),
     ({"mixup": 0.2}, "mixup"), ({"class_weights": "effective"}, "'effective' is for single-label tasks"),
+    ({"task": "multiclass"}, r"task='multiclass', but .*d.npz \(train\) has \d+ 0/1 label columns per image "
+                             r"\(multilabel\)"),
 ])
 def test_single_label_settings_are_refused_for_a_multilabel_task(tmp_path, overrides, match):
     data = write_multilabel(tmp_path / "d.npz", sizes=(60, 30, 30))

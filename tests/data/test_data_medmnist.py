@@ -50,3 +50,15 @@ def test_missing_keys_and_bad_labels(tmp_path):
     with pytest.raises(ValueError, match=r"multi.npz: train_labels has 3 columns, so it is read as multi-label, but "
                                          r"holds values other than 0/1: \[0, 1, 2\]"):
         open_dataset(tmp_path / "multi.npz", "train")
+
+
+def test_nan_pixels_are_named_with_the_file_key_and_first_image(tmp_path):
+    images = np.full((5, 4, 4), 100.0, dtype=np.float32)
+    images[3, 1, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", train_images=images, train_labels=np.arange(5) % 2)
+    with pytest.raises(ValueError, match=r"nan.npz: train_images holds NaN or infinite pixel values in 1 image\(s\), "
+                                         r"the first at index 3"):
+        open_dataset(tmp_path / "nan.npz", "train")
+    np.savez(tmp_path / "float.npz", train_images=np.zeros((5, 4, 4), np.float32), train_labels=np.arange(5) % 2)
+    with pytest.raises(ValueError, match=r"float.npz: train_images must be uint8 .*got float32"):
+        open_dataset(tmp_path / "float.npz", "train")

@@ -100,7 +100,10 @@ def dicom_image(path: str, window: tuple[float, float] | None = None) -> Image.I
     slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
     values = arr.astype(np.float64) * slope + intercept
     centre, width = window if window is not None else (_first(ds.get("WindowCenter")), _first(ds.get("WindowWidth")))
-    out = window_to_uint8(values, centre, width)
+    try:
+        out = window_to_uint8(values, centre, width)
+    except ValueError as e:  # non-finite values after rescale
+        raise ValueError(f"{path}: {e}") from None
     if photometric == "MONOCHROME1":
         out = 255 - out
     return Image.fromarray(out, "L")

@@ -79,6 +79,10 @@ def open_medmnist(path: Path, split: str, *, val_split: float = 0.0, seed: int =
         classes = _classes(z, path)
     if images.ndim == 3:
         images = images[..., None]
+    if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
+        bad = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(1))
+        raise ValueError(f"{path}: {need[0]} holds NaN or infinite pixel values in {len(bad)} image(s), the first at "
+                         f"index {int(bad[0])}; fix or drop them (MedMNIST images are uint8 0..255)")
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(
             f"{path}: {need[0]} must be uint8 (N, H, W) or (N, H, W, 3), got {images.dtype} {images.shape}"

@@ -59,27 +59,30 @@ def save_roc_pr(scores: Sequence[float], labels: Sequence[int], path: str | os.P
 
 
 def save_reliability(calibration: Sequence[dict[str, Any]], ece: float, path: str | os.PathLike) -> None:
-    """Accuracy against confidence per bin (bars), the diagonal of perfect calibration, and how many
-    samples each bin holds (a second axis), as in Guo et al. 2017, Fig. 1."""
+    """Accuracy against confidence per bin (bars) with the gap to perfect calibration shaded, and below it
+    how many samples each bin holds, as in Guo et al. 2017, Fig. 1."""
     import matplotlib.pyplot as plt
 
     bins = [b for b in calibration if b["count"]]
     width = calibration[0]["upper"] - calibration[0]["lower"]
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
-    ax.bar([b["lower"] for b in bins], [b["accuracy"] for b in bins], width=width, align="edge",
-           color="tab:blue", edgecolor="white", label="accuracy in the bin")
+    lows = [b["lower"] for b in bins]
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.2, 5.6), sharex=True, height_ratios=(3, 1))
+    ax.bar(lows, [b["accuracy"] for b in bins], width=width, align="edge", color="tab:blue", edgecolor="white",
+           label="accuracy in the bin")
+    gap_bottom = [min(b["accuracy"], b["confidence"]) for b in bins]
+    gap = [abs(b["confidence"] - b["accuracy"]) for b in bins]
+    ax.bar(lows, gap, bottom=gap_bottom, width=width, align="edge", color="tab:red", alpha=0.25,
+           edgecolor="tab:red", hatch="//", lw=0.5, label="gap to the bin's mean confidence")
     ax.plot([0, 1], [0, 1], color="tab:gray", ls="--", lw=1, label="perfect calibration")
-    ax.plot([(b["lower"] + b["upper"]) / 2 for b in bins], [b["confidence"] for b in bins], "o", color="tab:red",
-            ms=4, label="mean confidence in the bin")
-    count = ax.twinx()
-    count.plot([(b["lower"] + b["upper"]) / 2 for b in bins], [b["count"] for b in bins], color="tab:orange",
-               lw=1, alpha=0.7)
-    count.set_ylabel("samples per bin", color="tab:orange")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (top softmax probability)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"reliability diagram, ECE {ece:.4f}", fontsize=10)
+    ax.set_title(f"Reliability diagram: expected calibration error {ece:.3f}", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    hist.bar(lows, [b["count"] for b in bins], width=width, align="edge", color="tab:gray", edgecolor="white")
+    hist.set_ylabel("samples")
+    hist.set_xlabel("confidence (the top class's probability)")
+    hist.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     save_figure(fig, path)

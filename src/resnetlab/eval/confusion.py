@@ -29,11 +29,13 @@ def _check_cm(cm: Sequence[Sequence[int]] | np.ndarray, class_names: Sequence[st
 
 
 def save_confusion_matrix(cm: Sequence[Sequence[int]] | np.ndarray, class_names: Sequence[str],
-                          csv_path: str | os.PathLike, png_path: str | os.PathLike | None = None) -> None:
+                          csv_path: str | os.PathLike, png_path: str | os.PathLike | None = None, *,
+                          rule: str | None = None) -> None:
     """Write the confusion matrix (rows = true class, columns = predicted) as CSV and optionally PNG.
 
     The CSV's header row names the predicted classes and its first column the true ones. The PNG
-    is a heat-map coloured by the fraction of each true class. Both files are written atomically.
+    is a heat-map coloured by the fraction of each true class, its title naming the decision ``rule``
+    ("at argmax", "at p(lesion) >= 0.3") when given. Both files are written atomically.
     """
     arr = _check_cm(cm, class_names)
     names = [str(n) for n in class_names]
@@ -46,4 +48,4 @@ def save_confusion_matrix(cm: Sequence[Sequence[int]] | np.ndarray, class_names:
     if png_path is not None:
         from ..utils.plot import confusion_matrix_figure, save_figure  # matplotlib only when drawing
 
-        save_figure(confusion_matrix_figure(arr, names), png_path)
+        save_figure(confusion_matrix_figure(arr, names, rule), png_path)

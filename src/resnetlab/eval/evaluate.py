@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..utils.fileio import atomic_write_text
@@ -79,6 +80,19 @@ def _point(trained: TrainedModel, threshold: float | None) -> dict[str, Any] | N
             "positive_class": trained.classes[pos]}
 
 
+def _save_point_confusion(clinical: dict[str, Any], classes: list[str], pos: int, out: Path) -> dict[str, Path]:
+    """The 2x2 confusion matrix at the operating point, in class order like the argmax one."""
+    point, c = clinical["operating_point"], clinical["operating_point"]["confusion"]
+    cm = np.zeros((2, 2), dtype=np.int64)
+    neg = 1 - pos
+    cm[pos, pos], cm[pos, neg], cm[neg, pos], cm[neg, neg] = c["tp"], c["fn"], c["fp"], c["tn"]
+    files = {"confusion_point_csv": out / "confusion_matrix_operating_point.csv",
+             "confusion_point_png": out / "confusion_matrix_operating_point.png"}
+    save_confusion_matrix(cm, classes, files["confusion_point_csv"], files["confusion_point_png"],
+                          rule=f"at p({classes[pos]}) >= {point['threshold']:.4g}")
+    return files
+
+
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None, *, split: str = "test",
              batch_size: int = 256, ema: bool = False, limit_batches: int | None = None,
              out: str | os.PathLike | None = None, progress: bool = False, device: str = "cpu",
@@ -111,7 +125,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
             files.update(confusion_csv=out / "confusion_matrix.csv", confusion_png=out / "confusion_matrix.png",
                          reliability_png=out / "reliability.png")
             save_confusion_matrix(metrics["confusion_matrix"], trained.classes, files["confusion_csv"],
-                                  files["confusion_png"])
+                                  files["confusion_png"], rule="at argmax")
             save_reliability(metrics["calibration"], metrics["ece"], files["reliability_png"])
         clinical = metrics["clinical"]
         if clinical.get("task") == "binary":
@@ -120,6 +134,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
             save_roc_pr(logits.double().softmax(1)[:, pos].numpy(), (targets == pos).numpy(), files["roc_pr_png"],
                         positive=clinical["positive_class"], report=clinical,
                         argmax=(logits.argmax(1) == pos).numpy())
+            if clinical.get("operating_point"):
+                files.update(_save_point_confusion(clinical, trained.classes, pos, out))
         result.files = {k: str(v) for k, v in files.items()}
         atomic_write_text(files["metrics"], json.dumps(result.to_dict(), indent=2))
     return result

@@ -75,6 +75,9 @@ class TrainConfig:
     mixup: float = _f(0.0, "mixup alpha (0: off)")
     cutmix: float = _f(0.0, "CutMix alpha (0: off)")
     label_smoothing: float = _f(0.0, "Szegedy et al. 2016")
+    task: str = _f("auto", "what the labels are: 'auto' (read from their shape), 'binary', 'multiclass', 'ordinal' "
+                           "(grades, trained as classes as MedMNIST v2 does) or 'multilabel'; a given task that "
+                           "the data contradicts is an error before training")
     # --- imbalance and decisions ---
     class_weights: str = _f("none", "loss weight per class: 'none', 'auto' (inverse frequency), 'effective' (effective "
                                     "number of samples, Cui et al. 2019) or w1,w2,... in class order")
@@ -146,6 +149,7 @@ _CHOICES = {
     "schedule": ("cosine", "step", "multistep", "onecycle", "constant"), "milestone_unit": ("epoch", "step"),
     "auto_augment": (None, "trivial", "randaugment"), "sampler": ("shuffle", "balanced"),
     "select_metric": ("top1", "auc", "balanced_accuracy"), "finetune": ("full", "linear", "gradual"),
+    "task": ("auto", "binary", "multiclass", "ordinal", "multilabel"),
 }
 
 

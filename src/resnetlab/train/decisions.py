@@ -56,10 +56,26 @@ def _check_multilabel(cfg: TrainConfig) -> None:
                          f"positive weight; threshold auto chooses one threshold per label)")
 
 
+def _check_declared(declared: str, task: str, classes: Sequence[str], source: str) -> None:
+    """The task a user named (``--task``) against the one the labels show."""
+    if declared == "auto":
+        return
+    c = len(classes)
+    found = "multilabel" if task == "multilabel" else ("binary" if c == 2 else "multiclass")
+    fits = {"binary": found == "binary", "multiclass": found in ("binary", "multiclass"),
+            "ordinal": found in ("binary", "multiclass"), "multilabel": found == "multilabel"}[declared]
+    if not fits:
+        shape = (f"{c} 0/1 label columns per image" if found == "multilabel"
+                 else f"one label per image, {c} classes")
+        raise ValueError(f"task={declared!r}, but {source} has {shape} ({found}); give task='auto' or the data of "
+                         f"a {declared} task" + (" (a binary task has 2 classes)" if declared == "binary" else ""))
+
+
 def check_task(cfg: TrainConfig, classes: Sequence[str], splits: dict[str, tuple[str, np.ndarray]],
                task: str = "multiclass") -> None:
     """Refuse, before training, settings the data cannot honour. ``splits``: name -> (source, class counts)."""
     c = len(classes)
+    _check_declared(cfg.task, task, classes, splits["train"][0] if "train" in splits else "the data")
     what = "positive images of label(s)" if task == "multilabel" else "images of class(es)"
     for name in ("train", "val"):
         if name not in splits:

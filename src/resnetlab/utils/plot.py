@@ -133,7 +133,7 @@ def grouped_bars(values: Mapping[str, Mapping[str, float | None]], *, title: str
     return fig if fig is not None else ax.figure
 
 
-def confusion_matrix_figure(cm: np.ndarray, names: Sequence[str]) -> Figure:
+def confusion_matrix_figure(cm: np.ndarray, names: Sequence[str], rule: str | None = None) -> Figure:
     """Heat-map coloured by the fraction of each true class, counts in the cells while they are legible."""
     c = cm.shape[0]
     rows = cm.sum(axis=1, keepdims=True)
@@ -146,7 +146,8 @@ def confusion_matrix_figure(cm: np.ndarray, names: Sequence[str]) -> Figure:
     ax.set_yticks(range(c), names, fontsize=tick)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"Confusion matrix (N={int(cm.sum())}; colour: fraction of the true class)", fontsize=10)
+    head = f"Confusion matrix {rule}\n" if rule else "Confusion matrix "
+    ax.set_title(f"{head}(N={int(cm.sum())}; colour: fraction of the true class)", fontsize=10)
     if c <= 30:
         for i in range(c):
             for j in range(c):
