@@ -12,8 +12,11 @@ every file it writes names the commit and dirty state it was made at (resnetlab.
 | bench_models             | benchmarks/results/bench_models.{json,md,csv,png}             | ~30               |
 | analysis_docs            | docs/analysis/ (README.md, gradflow/, degradation/)           | ~35 (28 budget;   |
 |                          |                                                               | --plan-only says) |
+| medical_synthetic        | benchmarks/results/medical_synthetic.{json,md,png}            | ~12               |
+| transfer_cifar           | benchmarks/results/transfer_cifar.{json,md,png}               | ~20               |
+| medmnist_fast            | benchmarks/results/medmnist_fast.{json,md}                    | ~22               |
 
-About 3.3 hours in all on the 2-core machine the published results come from.
+About 4.2 hours in all on the 2-core machine the published results come from.
 
     python benchmarks/run_all.py                       # everything, in order
     python benchmarks/run_all.py --only bench_models   # one job (comma-separated for several)
