@@ -147,8 +147,22 @@ def test_clinical_report_reports_argmax_and_the_operating_point():
     assert flipped["argmax"]["sensitivity"] == pytest.approx(r["argmax"]["specificity"])
 
 
+def test_a_specificity_target_above_the_top_score_is_met_not_ignored():
+    # a negative holds the top score: only "nothing positive" reaches specificity 0.9
+    op = choose_threshold([0.9, 0.8, 0.3], [0, 1, 0], "specificity@0.9")
+    assert op.threshold == pytest.approx(0.95) and (op.specificity, op.sensitivity) == (1.0, 0.0)
+
+
+def test_equal_objectives_go_to_the_higher_constrained_rate():
+    # thresholds 0.525 and 0.325 both give specificity 0.5 with sensitivity >= 0.6; 0.325 reaches sensitivity 1
+    s, y = [0.9, 0.6, 0.45, 0.7, 0.2], [1, 1, 1, 0, 0]
+    op = choose_threshold(s, y, "sensitivity@0.6")
+    assert op.sensitivity == 1.0 and op.specificity == 0.5 and op.threshold == pytest.approx(0.325)
+
+
 @pytest.mark.parametrize("bad, match", [
-    ("sensitivity@1.5", "threshold_metric"), ("youdn", "threshold_metric"), ("specificity@", "threshold_metric")])
+    ("sensitivity@1.5", "threshold_metric"), ("youdn", "threshold_metric"), ("specificity@", "threshold_metric"),
+    ("sensitivity@0", "threshold_metric"), ("sensitivity@.0", "threshold_metric")])
 def test_bad_threshold_metrics_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):
         parse_threshold_metric(bad)

@@ -139,6 +139,12 @@ def test_a_window_given_replaces_the_files_own(tmp_path):
         parse_window("soft")
 
 
+def test_a_window_of_width_one_is_the_standards_step():
+    from resnetlab.data.dicom import window_to_uint8
+
+    assert window_to_uint8(np.array([0.0, 39.0, 39.5, 40.0, 41.0]), 40, 1).tolist() == [0, 0, 0, 255, 255]
+
+
 def test_non_finite_pixel_values_name_the_file(tmp_path, monkeypatch):
     path = write_dicom(tmp_path / "inf.dcm", np.array([[0, 1], [2, 3]], dtype=np.uint16))
     from resnetlab.data import dicom

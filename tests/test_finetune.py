@@ -81,6 +81,21 @@ def test_layer_decay_and_backbone_scale_set_each_groups_learning_rate(source, tm
     assert len(lr_of) == len(named)  # every parameter has a group
 
 
+@pytest.mark.parametrize("name", ["vgg16", "densenet121"])
+def test_layer_decay_reaches_every_stage_of_nets_whose_trunk_is_one_sequential(name):
+    depths = parameter_depths(create_model(name, num_classes=3))
+    assert sorted(set(depths.values())) == [0, 1, 2, 3, 4, 5]  # the head, then 5 stages down to the stem
+    first = next(n for n in depths if n.startswith("features.") and n.endswith("weight"))
+    assert depths[first] == 5
+
+
+def test_the_logged_lr_is_the_heads(source, tmp_path):
+    ck, data2 = source
+    result = fit(tiny_config(data2, tmp_path / "lr", pretrained=str(ck), layer_decay=0.5, lr=0.2, schedule="constant",
+                             epochs=1))
+    assert result.summary["epochs"] == 1 and result.history[-1]["lr"] == pytest.approx(0.2)
+
+
 def test_freeze_bn_keeps_running_statistics(source, tmp_path):
     ck, data2 = source
     result = fit(tiny_config(data2, tmp_path / "fbn", pretrained=str(ck), freeze_bn=True, epochs=1))

@@ -199,3 +199,61 @@ def test_cli_predict_says_the_decision_and_its_rule(shifted, tmp_path, capsys):
     assert got["decision"]["rule"] == f"lesion when p >= {point['threshold']:.4g}"
     p_lesion = {t["class"]: t["prob"] for t in got["top"]}["lesion"]
     assert got["decision"]["class"] == ("lesion" if p_lesion >= point["threshold"] else "normal")
+
+
+def test_each_checkpoint_carries_the_point_chosen_for_its_own_weights(tmp_path):
+    """best.pt and last.pt each store the threshold chosen on val for their weights: evaluated on val at
+    it, each reproduces the sensitivity and specificity it stored."""
+    data = write_prevalence_shift(tmp_path / "s.npz", sizes=(400, 300, 100))
+    result = fit(tiny_config(data, tmp_path / "run", epochs=4, batch_size=50, eval_batch_size=300, lr=1.0,
+                             threshold="auto", select_metric="auc", preset="cifar", crop_pad=0))
+    assert result.summary["best_epoch"] != 4  # (lr 1.0: val AUC peaks early) best.pt and last.pt differ
+    points = {}
+    for name in ("best.pt", "last.pt"):
+        ev = evaluate(result.run_dir / name, split="val", bootstrap=0)
+        stored, at = load_trained(result.run_dir / name).operating_point, ev.metrics["clinical"]["operating_point"]
+        assert (at["sensitivity"], at["specificity"]) == pytest.approx((stored["sensitivity"], stored["specificity"]))
+        points[name] = stored["threshold"]
+    assert result.summary["operating_point"]["threshold"] == points["best.pt"] != points["last.pt"]
+
+
+def test_eval_reports_the_positive_class_the_run_named(tmp_path):
+    data = write_prevalence_shift(tmp_path / "s.npz", sizes=(200, 100, 100))
+    result = fit(tiny_config(data, tmp_path / "run", positive_class="normal"))
+    assert result.summary["test_report"]["positive_class"] == "normal"
+    clinical = evaluate(result.run_dir, bootstrap=0).metrics["clinical"]
+    assert clinical["positive_class"] == "normal"
+    assert clinical["argmax"]["confusion"] == result.summary["test_report"]["argmax"]["confusion"]
+    given = evaluate(result.run_dir, bootstrap=0, threshold=0.3).metrics["clinical"]
+    assert given["positive_class"] == "normal" and given["operating_point"]["threshold"] == 0.3
+
+
+def test_breastmnist_defaults_to_malignant_as_its_positive_class(tmp_path):
+    data = write_prevalence_shift(tmp_path / "breastmnist.npz", sizes=(200, 100, 100))
+    with np.load(data) as z:
+        arrays = {k: v for k, v in z.items() if k != "classes"}  # MedMNIST's own files carry no names
+    np.savez(data, **arrays)
+    trainer = Trainer(tiny_config(data, tmp_path / "run"))
+    assert trainer.data.classes == ["malignant", "normal, benign"] and trainer.cfg.positive_class == "malignant"
+    other = Trainer(tiny_config(data, tmp_path / "run2", positive_class="normal, benign"))
+    assert other.cfg.positive_class == "normal, benign"
+
+
+def test_resuming_a_checkpoint_from_before_select_metric_keeps_its_best_score(tmp_path):
+    from resnetlab.train.checkpoint import load_checkpoint, save_checkpoint
+    from resnetlab.train.config import resumed_config
+
+    data = write_prevalence_shift(tmp_path / "s.npz", sizes=(200, 100, 100))
+    first = fit(tiny_config(data, tmp_path / "run", epochs=1))
+    ck = load_checkpoint(first.run_dir / "last.pt")
+    ck.pop("format", None)
+    ck["best_top1"] = ck.pop("best_score")  # as a checkpoint written before select_metric existed
+    save_checkpoint(ck, first.run_dir / "last.pt")
+    again = load_checkpoint(first.run_dir / "last.pt")
+    trainer = Trainer(resumed_config(again["config"], tiny_config(data, tmp_path / "run", epochs=2), first.run_dir),
+                      again)
+    assert trainer.state["best_score"] == ck["best_top1"] > 0
+
+
+def test_a_threshold_of_none_in_any_case_is_no_threshold(tmp_path):
+    Trainer(tiny_config(write_tree(tmp_path / "data"), tmp_path / "run", threshold="None"))  # 3 classes: fine

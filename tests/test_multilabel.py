@@ -139,3 +139,14 @@ def test_single_label_settings_are_refused_for_a_multilabel_task(tmp_path, overr
     data = write_multilabel(tmp_path / "d.npz", sizes=(60, 30, 30))
     with pytest.raises(ValueError, match=match):
         Trainer(tiny_config(data, tmp_path / "run", **overrides))
+
+
+def test_a_report_with_no_defined_label_says_none_not_nan():
+    import json
+
+    from resnetlab.eval.multilabel import multilabel_report
+
+    logits, targets = torch.zeros(4, 3), torch.zeros(4, 3)  # no label has a positive case
+    report = multilabel_report(logits, targets, ["a", "b", "c"], None)
+    assert report["mean_balanced_accuracy"] == {"default": None}
+    json.dumps(report, allow_nan=False)

@@ -75,6 +75,8 @@ def window_to_uint8(values: np.ndarray, center: float | None = None, width: floa
     if center is None or width is None or width < 1:
         lo, hi = float(x.min()), float(x.max())
         scaled = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    elif width == 1:  # PS3.3 C.11.2.1.2.1 for w = 1: a step at c - 0.5
+        scaled = (x > center - 0.5).astype(np.float64)
     else:
         scaled = (x - (center - 0.5)) / (width - 1) + 0.5
     return np.clip(np.round(scaled * 255.0), 0, 255).astype(np.uint8)

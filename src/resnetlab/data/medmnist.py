@@ -17,7 +17,7 @@ import numpy as np
 
 from .arrays import ArrayDataset, carve_split
 
-__all__ = ["open_medmnist", "MEDMNIST_LABELS", "medmnist_task"]
+__all__ = ["open_medmnist", "MEDMNIST_LABELS", "MEDMNIST_POSITIVE", "medmnist_task", "medmnist_positive"]
 
 MEDMNIST_LABELS: dict[str, list[str]] = {
     "pneumoniamnist": ["normal", "pneumonia"],
@@ -30,6 +30,16 @@ MEDMNIST_LABELS: dict[str, list[str]] = {
     "bloodmnist": ["basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte", "monocyte",
                    "neutrophil", "platelet"],
 }
+
+
+# Binary data sets whose finding is not the second class: the positive class their users mean.
+MEDMNIST_POSITIVE: dict[str, str] = {"breastmnist": "malignant"}
+
+
+def medmnist_positive(path: str | Path) -> str | None:
+    """The positive class a MedMNIST file's name implies when it is not the second (BreastMNIST: malignant)."""
+    p = Path(path)
+    return MEDMNIST_POSITIVE.get(re.sub(r"_\d+$", "", p.stem.lower())) if p.suffix == ".npz" else None
 
 
 def _labels(z, key: str, path: Path) -> np.ndarray:

@@ -32,7 +32,7 @@ __all__ = ["THRESHOLD_METRICS", "OperatingPoint", "parse_threshold_metric", "bin
 
 RATES = ("sensitivity", "specificity", "ppv", "npv", "f1", "balanced_accuracy", "accuracy")
 THRESHOLD_METRICS = ("youden", "balanced_accuracy", "f1", "sensitivity@X", "specificity@X")
-_AT = re.compile(r"^(sensitivity|specificity)@(0?\.\d+|1(\.0*)?)$")
+_AT = re.compile(r"^(sensitivity|specificity)@(0?\.\d*[1-9]\d*|1(\.0*)?)$")  # X in (0, 1]
 
 
 def parse_threshold_metric(name: str) -> tuple[str, float | None]:
@@ -134,9 +134,10 @@ def choose_threshold(scores: Any, labels: Any, metric: str = "youden", *, chosen
     """The threshold on ``scores`` (probabilities of the positive class) that maximises ``metric``.
 
     youden: sensitivity + specificity - 1 (Youden 1950; the same threshold as balanced accuracy); f1;
-    ``sensitivity@X``: the highest specificity with sensitivity >= X (``specificity@X`` likewise).
-    The threshold lies halfway between the chosen score and the next lower one, so the decisions on
-    the data it was chosen on are exactly those counted; ties go to the threshold nearest 0.5.
+    ``sensitivity@X``: the highest specificity with sensitivity >= X (``specificity@X`` likewise; among
+    equals, the higher constrained rate). Candidates are every distinct score and "above them all" (no
+    case positive). The threshold lies halfway between the chosen score and the next lower one, so the
+    decisions on the data it was chosen on are exactly those counted; ties go to the threshold nearest 0.5.
     """
     kind, target = parse_threshold_metric(metric)
     s, y = _as_binary(scores, labels)
@@ -145,6 +146,8 @@ def choose_threshold(scores: Any, labels: Any, metric: str = "youden", *, chosen
         raise ValueError(f"choosing a threshold needs both classes in {chosen_on or 'the data'}, got {p} positive "
                          f"and {n} negative cases")
     thr, tps, fps = _descending(s, y)
+    if thr[0] < 1.0:  # "above every score" (nothing positive, specificity 1) is a candidate too: its cut is
+        thr, tps, fps = np.r_[1.0, thr], np.r_[0.0, tps], np.r_[0.0, fps]  # halfway from the top score to 1
     rates = binary_rates(tps, fps, n - fps, p - tps)
     if kind in ("youden", "balanced_accuracy"):
         objective = rates["sensitivity"] + rates["specificity"] - (1 if kind == "youden" else 0)
@@ -156,7 +159,12 @@ def choose_threshold(scores: Any, labels: Any, metric: str = "youden", *, chosen
         objective = np.where(rates[kind] >= target - 1e-12, rates[other], -np.inf)
     lower = np.r_[thr[1:], thr[-1] - 1e-6]  # the next lower distinct score (below the lowest: a hair under)
     cut = np.clip((thr + lower) / 2, 0.0, 1.0)
+    if not np.isfinite(objective).any():
+        raise ValueError(f"threshold_metric {metric!r} cannot be met on {chosen_on or 'the data'} ({p} positive, "
+                         f"{n} negative cases)")
     best = np.flatnonzero(objective >= np.nanmax(objective) - 1e-12)
+    if kind in ("sensitivity", "specificity"):  # equal objectives: the higher constrained rate first
+        best = best[rates[kind][best] >= np.nanmax(rates[kind][best]) - 1e-12]
     i = int(best[np.argmin(np.abs(cut[best] - 0.5))])
     value = float(objective[i]) if np.isfinite(objective[i]) else None
     return OperatingPoint(float(cut[i]), str(metric), value, float(rates["sensitivity"][i]),

@@ -75,7 +75,7 @@ def _point(trained: TrainedModel, threshold: float | None) -> dict[str, Any] | N
                          f"classes")
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold must be a probability in [0, 1], got {threshold!r}")
-    pos = stored["positive_index"] if stored else 1
+    pos = trained.positive_index
     return {"threshold": float(threshold), "metric": "given", "positive_index": pos,
             "positive_class": trained.classes[pos]}
 
@@ -115,7 +115,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
     logits, targets = collect_logits(model, batches.epoch(0), device=device, channels_last=channels_last, amp=amp)
     metrics = task_metrics(logits, targets, trained.classes)
     metrics["clinical"] = task_report(logits, targets, trained.classes, _point(trained, threshold),
-                                      bootstrap=bootstrap, seed=seed)
+                                      positive=trained.positive_index, bootstrap=bootstrap, seed=seed)
     result = EvalResult(metrics, str(trained.path), split, str(getattr(ds, "source", data)), len(targets),
                         len(ds.skipped) + batches.epoch_bad, amp, channels_last)
     if out is not None:

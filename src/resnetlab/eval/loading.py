@@ -82,11 +82,20 @@ class TrainedModel:
     def in_chans(self) -> int:
         return self.preprocess.in_chans
 
+    @property
+    def positive_index(self) -> int:
+        """A binary model's positive class: the stored point's, else the run's ``positive_class``, else 1."""
+        if self.operating_point and "positive_index" in self.operating_point:
+            return int(self.operating_point["positive_index"])
+        named = self.config.get("positive_class")
+        return self.classes.index(named) if named in self.classes else 1
+
 
 def load_trained(checkpoint: str | os.PathLike, *, ema: bool = False,
                  device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild the model a checkpoint (or run directory: best.pt, else last.pt) was trained as, with its
-    (or its EMA's) weights."""
+    (or its EMA's) weights. The stored operating point was chosen for the plain weights, so EMA weights
+    come without one (argmax, unless a threshold is given)."""
     path = checkpoint_path(checkpoint)
     ck = read_checkpoint(path)
     model = create_model(ck["model_name"], num_classes=ck["num_classes"], in_chans=ck["in_chans"],
@@ -99,4 +108,4 @@ def load_trained(checkpoint: str | os.PathLike, *, ema: bool = False,
     load_weights(model, state)
     return TrainedModel(model.to(device).eval(), list(ck["classes"]), checkpoint_preprocess(ck, str(path)),
                         ck["model_name"], dict(ck["config"]), path, dict(ck.get("precision") or {}),
-                        ck.get("operating_point"), ck.get("task", "multiclass"))
+                        None if ema else ck.get("operating_point"), ck.get("task", "multiclass"))

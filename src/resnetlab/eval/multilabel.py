@@ -97,9 +97,10 @@ def multilabel_report(logits: Tensor, targets: Tensor, class_names: Sequence[str
             entry["operating_point"] = binary_report(probs[:, j], y[:, j], threshold=point["thresholds"][j],
                                                      bootstrap=bootstrap, seed=seed)
         per_label[name] = entry
-    mean = {rule: float(np.nanmean([np.nan if e[rule]["balanced_accuracy"] is None else e[rule]["balanced_accuracy"]
-                                    for e in per_label.values()]))
-            for rule in (("default", "operating_point") if point else ("default",))}
+    mean = {}
+    for rule in ("default", "operating_point") if point else ("default",):
+        values = [e[rule]["balanced_accuracy"] for e in per_label.values() if e[rule]["balanced_accuracy"] is not None]
+        mean[rule] = float(np.mean(values)) if values else None  # None, not NaN: metrics.json stays valid JSON
     return {"task": "multilabel", "per_label": per_label, "mean_balanced_accuracy": mean}
 
 

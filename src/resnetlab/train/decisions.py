@@ -88,7 +88,7 @@ def check_task(cfg: TrainConfig, classes: Sequence[str], splits: dict[str, tuple
                              f"{'training' if name == 'train' else 'validation'} examples")
     if task == "multilabel":
         return _check_multilabel(cfg)
-    binary_only = {"threshold": cfg.threshold not in ("none", "auto-binary"),
+    binary_only = {"threshold": parse_threshold(cfg.threshold) not in ("none", "auto-binary"),
                    "positive_class": cfg.positive_class is not None}
     for key, used in binary_only.items():
         if used and c != 2:

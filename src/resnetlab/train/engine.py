@@ -22,12 +22,13 @@ import torch
 import torch.nn as nn
 
 from ..data import mix_batch
+from ..data.medmnist import medmnist_positive
 from ..eval import collect_logits, task_metrics
 from ..models import create_model
 from ..utils import Progress
 from .checkpoint import (TrainingDiverged, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                          update_checkpoint)
-from .config import TrainConfig, resumed_config, save_config, to_dict
+from .config import TrainConfig, parse_threshold, resumed_config, save_config, to_dict
 from .decisions import (build_objective, check_task, class_counts, describe_point, operating_point, selection_score,
                         task_of, test_row)
 from .finetune import FinetunePolicy, remake_head, starting_weights
@@ -87,6 +88,7 @@ class Trainer:
         # the resolved config names the data and the validation hold-out it used (so eval can find them again)
         self.cfg = cfg = cfg.replace(data=self.data.root, val_split=self.data.val_split)
         self._check_data()
+        cfg = self.cfg
         self.amp, self.channels_last = resolve_precision(cfg, self.device, (resume_state or {}).get("precision"))
         self.train_batches = make_batches(self.data, cfg, self.info, split="train")
         self.eval_batches = make_batches(self.data, cfg, self.info, split="val")
@@ -120,6 +122,11 @@ class Trainer:
         """Settings the data cannot honour fail here, before the model is even built."""
         d, classes = self.data, self.data.classes
         self.task = task_of(d.train)
+        implied = medmnist_positive(d.root)
+        if self.cfg.positive_class is None and implied in classes and len(classes) == 2 and self.task != "multilabel":
+            self.cfg = self.cfg.replace(positive_class=implied)
+            log.info("positive class: %s (what %s's finding is; --positive-class to choose another)", implied,
+                     Path(d.root).name)
         self.train_counts = class_counts(d.train, len(classes))
         check_task(self.cfg, classes, {"train": (d.train.source, self.train_counts),
                                        "val": (d.val_source, class_counts(d.val, len(classes)))}, self.task)
@@ -194,6 +201,8 @@ class Trainer:
             self.ema.load_state_dict(ck["ema"])
         for key in self.state:
             self.state[key] = ck.get(key, self.state[key])  # epoch_sums: not in checkpoints before it
+        if "best_score" not in ck and "best_top1" in ck:  # a checkpoint from before select_metric: top-1 it was
+            self.state["best_score"] = ck["best_top1"] if self.cfg.select_metric == "top1" else -math.inf
         if not self.info.is_main:  # the sums are global: rank 0 carries them, the others start at zero
             self.state["epoch_sums"] = [0.0, 0, 0, 0]
         set_rng_state(ck["rng"])
@@ -292,7 +301,7 @@ class Trainer:
                        img_s=here / (time.perf_counter() - t0))
             if cfg.log_loss_every and st["global_step"] % cfg.log_loss_every == 0 and self.info.is_main:
                 self.runlog.log_step({"step": st["global_step"], "epoch": epoch + 1, "loss": loss,
-                                      "lr": self.optimizer.param_groups[0]["lr"]})
+                                      "lr": self.head_lr})
             stop = bool(cfg.max_steps and st["global_step"] >= cfg.max_steps)
             if cfg.ckpt_every_steps and st["global_step"] % cfg.ckpt_every_steps == 0 and b + 1 < n_batches \
                     and not stop:
@@ -333,25 +342,39 @@ class Trainer:
         return row
 
     def _decide(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """On best.pt (selected on val): the operating point chosen on val, stored in best.pt and last.pt, then
-        the test split evaluated once, at argmax and at that point. ({}, None) on ranks other than 0."""
+        """On best.pt (selected on val): the operating point chosen on val and stored in it (last.pt gets
+        its own, chosen for its own weights), then the test split evaluated once, at argmax and at that
+        point. ({}, None) on ranks other than 0."""
         if not self.info.is_main:
             return {}, None
         cfg, classes = self.cfg, self.data.classes
         path = self.run_dir / "best.pt" if (self.run_dir / "best.pt").is_file() else self.run_dir / "last.pt"
         model = copy.deepcopy(unwrap(self.model))
         model.load_state_dict(load_checkpoint(path)["model"])
-        point = None
-        if cfg.threshold != "none":
-            val = self._logits(model, self.eval_batches)
-            point = operating_point(cfg, *val, classes, f"val: {self.data.val_source}", self.task)
-        if point is not None:
-            for name in {path.name, "last.pt"}:
-                update_checkpoint(self.run_dir / name, operating_point=point)
-            log.info("operating point: %s", describe_point(point, classes))
+        point = self._store_point(model, path)
+        if path.name != "last.pt":
+            self._store_point(copy.deepcopy(unwrap(self.model)), self.run_dir / "last.pt")  # the final weights
         if self.test_batches is None:
             return {}, point
         return test_row(cfg, *self._logits(model, self.test_batches), classes, point), point
+
+    @property
+    def head_lr(self) -> float:
+        """The learning rate of the head (lr_scale 1): what the schedule sets; backbone groups run slower."""
+        groups = self.optimizer.param_groups
+        return next((g["lr"] for g in groups if g.get("lr_scale", 1.0) == 1.0), groups[0]["lr"])
+
+    def _store_point(self, model: nn.Module, path: Path) -> dict[str, Any] | None:
+        """Choose ``model``'s operating point on val (threshold setting permitting) and store it in ``path``."""
+        if parse_threshold(self.cfg.threshold) == "none":
+            return None
+        classes = self.data.classes
+        point = operating_point(self.cfg, *self._logits(model, self.eval_batches), classes,
+                                f"val: {self.data.val_source}", self.task)
+        if point is not None:
+            update_checkpoint(path, operating_point=point)
+            log.info("operating point of %s: %s", path.name, describe_point(point, classes))
+        return point
 
     def _logits(self, model: nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor]:
         return collect_logits(model, batches.epoch(0), device=self.device, channels_last=self.channels_last,
@@ -385,7 +408,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         epoch = st["epoch"]
         row: dict[str, Any] = {"epoch": epoch + 1, **self._train_epoch(epoch),
-                               "lr": self.optimizer.param_groups[0]["lr"]}
+                               "lr": self.head_lr}
         last = epoch + 1 == cfg.epochs or bool(cfg.max_steps and st["global_step"] >= cfg.max_steps)
         if (epoch + 1) % cfg.eval_every == 0 or last:
             row.update(self._eval_row())

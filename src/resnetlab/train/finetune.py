@@ -41,13 +41,15 @@ def parameter_depths(model: nn.Module) -> dict[str, int]:
         stage_of[name] = min(stage, len(ends) - 1)
         if stage < len(ends) and name == ends[stage]:
             stage += 1
+    by_length = sorted(stage_of, key=len, reverse=True)  # "features.3" before "features" (VGG, DenseNet)
     depths = {}
     for name, _ in model.named_parameters():
-        top = name.split(".")[0]
         if name.startswith(head + "."):
             depths[name] = 0
-        else:  # a trunk module, or something past it (a final norm): with the last stage
-            depths[name] = len(ends) - stage_of.get(top, len(ends) - 1)
+            continue
+        owner = next((t for t in by_length if name.startswith(t + ".")), None)
+        # a trunk module, or something past it (a final norm): with the last stage
+        depths[name] = len(ends) - stage_of.get(owner, len(ends) - 1)
     return depths
 
 
