@@ -141,6 +141,28 @@ def test_torchvision_weights_from_the_hub_cache_with_their_hash_checked(tmp_path
     assert model.conv1.weight.shape == (64, 1, 7, 7)  # the first conv adapted to one channel, the head re-made
 
 
+def test_torchvision_weights_are_downloaded_with_their_hash_checked(tmp_path, monkeypatch):
+    """Where the network allows: fetched into the hub cache under its published name, its sha256 checked
+    against the name's 8 hex digits; a file that fails the check leaves nothing behind."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.save(create_model("resnet18").state_dict(), served / "w.pth")
+    prefix = hashlib.sha256((served / "w.pth").read_bytes()).hexdigest()[:8]
+    for name in (f"resnet18-{prefix}.pth", "resnet18-00000000.pth"):
+        shutil.copy(served / "w.pth", served / name)
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    monkeypatch.setattr(pretrained_mod, "_published",  # file:// is read by urllib as http would be
+                        lambda m: ("ResNet18_Weights.TEST", (served / "resnet18-00000000.pth").as_uri()))
+    with pytest.raises(ValueError, match="resnet18-00000000.pth"):
+        pretrained_mod.torchvision_weights("resnet18", progress=False)
+    assert not any(cache.iterdir())  # no partial or unchecked file stays in the cache
+    monkeypatch.setattr(pretrained_mod, "_published",
+                        lambda m: ("ResNet18_Weights.TEST", (served / f"resnet18-{prefix}.pth").as_uri()))
+    got = pretrained_mod.torchvision_weights("resnet18", progress=False)
+    assert got == cache / f"resnet18-{prefix}.pth" and got.read_bytes() == (served / "w.pth").read_bytes()
+
+
 def _no_network(url, *args, **kwargs):
     raise OSError(f"cannot download {url} (URLError: no network here)")
 
