@@ -15,8 +15,10 @@ every file it writes names the commit and dirty state it was made at (resnetlab.
 | medical_synthetic        | benchmarks/results/medical_synthetic.{json,md,png}            | ~12               |
 | transfer_cifar           | benchmarks/results/transfer_cifar.{json,md,png}               | ~20               |
 | medmnist_fast            | benchmarks/results/medmnist_fast.{json,md}                    | ~22               |
+| explain                  | benchmarks/results/explain.{json,md} and explain/ (curves, gallery) | ~30         |
+| explain_residual         | docs/analysis/explain/ (Grad-CAM of ResNet-20 vs Plain-20)    | ~20               |
 
-About 4.2 hours in all on the 2-core machine the published results come from.
+About 5 hours in all on the 2-core machine the published results come from.
 
     python benchmarks/run_all.py                       # everything, in order
     python benchmarks/run_all.py --only bench_models   # one job (comma-separated for several)
@@ -105,6 +107,11 @@ JOBS = [
         [f"benchmarks/results/transfer_cifar.{e}" for e in ("json", "md", "png")], 20),
     Job("medmnist_fast", lambda d: _py("medmnist_fast.py"),
         [f"benchmarks/results/medmnist_fast.{e}" for e in ("json", "md")], 22),
+    Job("explain", lambda d: _py("explain_bench.py", "--checkpoint", CHECKPOINT, "--data", d),
+        ["benchmarks/results/explain.json", "benchmarks/results/explain.md", "benchmarks/results/explain/"], 30,
+        needs=[CHECKPOINT]),
+    Job("explain_residual", lambda d: _py("explain_residual.py", "--data", d),
+        ["docs/analysis/explain/"], 20),
 ]
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "resnetlab"
-RANK = {"utils": 0, "models": 1, "data": 1, "eval": 2, "train": 3, "deploy": 3, "analysis": 4, "cli": 5,
+RANK = {"utils": 0, "models": 1, "data": 1, "eval": 2, "train": 3, "deploy": 3, "explain": 3, "analysis": 4, "cli": 5,
         "configs": 0}
-FORBIDDEN = {("eval", "train"), ("deploy", "train"), ("train", "deploy"), ("data", "models"),
+FORBIDDEN = {("eval", "train"), ("deploy", "train"), ("train", "deploy"), ("explain", "train"), ("explain", "deploy"),
+             ("data", "models"),
              ("models", "data")}
 
 
