@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         targets = exs[net].targets
         scores = {"gradcam": score_maps(t.model, x, exs[net].maps, targets, seed=args.seed)}
         for kind in ("random", "centre"):
-            scores[kind] = score_maps(t.model, x, baseline_maps(kind, len(x), tuple(x.shape[-2:]), seed=args.seed),
-                                      targets, seed=args.seed)
+            base = baseline_maps(kind, len(x), tuple(x.shape[-2:]), seed=args.seed,
+                                 grid=tuple(exs[net].raw.shape[-2:]))
+            scores[kind] = score_maps(t.model, x, base, targets, seed=args.seed)
         faith[net] = compare({k: {m: v[m] for m in METRICS} for k, v in scores.items()}, n=args.bootstrap,
                              seed=args.seed)
     side_by_side(x, exs, trained["resnet20"].preprocess, out / "explain_residual.png")

@@ -121,6 +121,8 @@ def test_baseline_maps():
     c = baseline_maps("centre", 2, (9, 9))
     assert c.shape == (2, 9, 9) and c[0, 4, 4] == c.max() and c[0, 0, 0] == c.min()
     assert torch.equal(baseline_maps("random", 2, (9, 9), seed=1), baseline_maps("random", 2, (9, 9), seed=1))
+    smooth = baseline_maps("random", 2, (16, 16), seed=1, grid=(4, 4))  # as coarse as a 4x4 layer's maps
+    assert smooth.shape == (2, 16, 16) and (smooth[:, :, 1:] - smooth[:, :, :-1]).abs().max() < 0.5
     with pytest.raises(ValueError, match="baseline must be 'random' or 'centre', got 'edge'"):
         baseline_maps("edge", 1, (3, 3))
     assert np.isfinite(c.numpy()).all()

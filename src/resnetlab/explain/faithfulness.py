@@ -33,12 +33,18 @@ HIGHER_IS_BETTER = {"deletion_auc": False, "insertion_auc": True, "road_morf": F
 ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def baseline_maps(kind: str, n: int, size: tuple[int, int], seed: int = 0) -> Tensor:
-    """``random``: uniform noise per image (seeded); ``centre``: a Gaussian bump in the middle (sigma a
-    quarter of the side), the "objects sit in the middle" prior any map must beat."""
+def baseline_maps(kind: str, n: int, size: tuple[int, int], seed: int = 0,
+                  grid: tuple[int, int] | None = None) -> Tensor:
+    """``random``: uniform noise per image (seeded), drawn on ``grid`` (the explained layer's resolution)
+    and upsampled as the maps are, so it is as smooth as they are: pixel-level noise would scatter its
+    deletions over the whole image and wreck any prediction, flattering itself on deletion.
+    ``centre``: a Gaussian bump in the middle (sigma a quarter of the side), the "objects sit in the
+    middle" prior any map must beat."""
     h, w = size
     if kind == "random":
-        return torch.rand(n, h, w, generator=torch.Generator().manual_seed(seed))
+        noise = torch.rand(n, *(grid or size), generator=torch.Generator().manual_seed(seed))
+        return noise if grid is None else F.interpolate(noise.unsqueeze(1), size=size, mode="bilinear",
+                                                        align_corners=False).squeeze(1)
     if kind == "centre":
         yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
         return torch.exp(-(xx ** 2 + yy ** 2) / (2 * 0.5 ** 2)).expand(n, h, w).clone()

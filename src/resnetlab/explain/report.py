@@ -61,7 +61,7 @@ def evaluate_explanations(checkpoint: str | os.PathLike, *, data: str | os.PathL
     scores, seconds, maps_of = {}, {}, {}
     with Progress(len(methods) + len(BASELINES), "faithfulness", unit="method", enabled=progress) as bar:
         for kind in BASELINES:
-            maps_of[kind] = baseline_maps(kind, len(x), size, seed=seed)
+            maps_of[kind] = baseline_maps(kind, len(x), size, seed=seed, grid=tuple(ex0.raw.shape[-2:]))
             scores[kind] = score_maps(model, x, maps_of[kind], targets, steps=steps, seed=seed)
             bar.update(1)
         for method in methods:
