@@ -54,6 +54,7 @@ def explain_files(checkpoint: str | os.PathLike, images: Sequence[str | os.PathL
                 raise
             errors[str(path)] = str(e)
             continue
+        layer = ex.layer  # "auto" resolved once: later images skip the probing forward pass
         done.append({"image": str(path), **_write_one(ex, 0, Path(path).stem, out, pre.mean, pre.std, top_k)})
     return {"explained": done, "errors": errors, "out": str(out)}
 

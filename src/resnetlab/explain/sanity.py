@@ -13,7 +13,6 @@ down to the one holding the explained layer randomised, the mean rank correlatio
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -126,9 +125,3 @@ def label_randomization(model: nn.Module, shuffled: nn.Module, layer_name: str, 
     return {"method": method, "mean_rho": float(rho[ok].mean()) if ok.any() else None,
             "flat_maps": int((~ok).sum())}
 
-
-def summarize(results: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per method for a report."""
-    return [f"{r['method']}: mean rho {r['steps'][0]['mean_rho']} after the head, "
-            f"{next(s['mean_rho'] for s in r['steps'] if s['step'] == r['checked_at'])} at {r['checked_at']}"
-            f"{' -- FLAGGED: survives randomisation' if r['survives_randomisation'] else ''}" for r in results]
