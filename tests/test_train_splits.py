@@ -74,3 +74,33 @@ def test_rank_0_prepares_the_data_while_the_others_wait(tmp_path, monkeypatch, r
     else:
         assert calls == ["barrier", "resolve(download=False)", "barrier"]
     assert len(bundle.train) == 48 and bundle.root == str(tree)
+
+
+@pytest.mark.parametrize("kind", ["folder", "arrays"])
+def test_shuffle_labels_permutes_train_and_val_labels_and_leaves_test_alone(tmp_path, kind):
+    from collections import Counter
+
+    from train_helpers import write_prevalence_shift
+
+    data = write_tree(tmp_path / "d") if kind == "folder" else write_prevalence_shift(tmp_path / "d.npz")
+    plain, shuffled = (loaders.build_data(tiny_config(data, tmp_path / "r", shuffle_labels=s, cache_dir=str(
+        tmp_path / "c")), DistInfo()) for s in (False, True))
+    for split in ("train", "val"):
+        a, b = (list(getattr(d, split).targets) for d in (plain, shuffled))
+        assert Counter(a) == Counter(b) and len(a) == len(b)  # the same labels, dealt to other images
+        moved = sum(x != y for x, y in zip(a, b)) / len(a)
+        expected = 1 - sum((c / len(a)) ** 2 for c in Counter(a).values())  # of a random permutation
+        assert expected / 2 < moved < 1.5 * expected, (split, moved, expected)
+    assert list(plain.test.targets) == list(shuffled.test.targets)
+    assert (plain.train.images == shuffled.train.images).all()  # the images stay where they were
+    assert to_dict(from_dict({**to_dict(tiny_config(data, tmp_path / "r")), "shuffle_labels": True}))[
+        "shuffle_labels"] is True
+
+
+def test_permute_labels_on_files_keeps_each_path_and_deals_out_the_same_labels():
+    from resnetlab.data import FolderDataset
+
+    samples = [(f"{i}.png", i % 3) for i in range(30)]
+    ds = loaders.permute_labels(FolderDataset(samples, ["a", "b", "c"]), seed=1)
+    assert [p for p, _ in ds.samples] == [p for p, _ in samples]
+    assert sorted(ds.targets) == sorted(t for _, t in samples) and ds.targets != [t for _, t in samples]

@@ -75,6 +75,9 @@ class TrainConfig:
     mixup: float = _f(0.0, "mixup alpha (0: off)")
     cutmix: float = _f(0.0, "CutMix alpha (0: off)")
     label_smoothing: float = _f(0.0, "Szegedy et al. 2016")
+    shuffle_labels: bool = _f(False, "train and validate on a seeded permutation of the labels (the test split "
+                                     "keeps its own): the control run of Adebayo et al. 2018's data-randomisation "
+                                     "test of explanations, and Zhang et al. 2017's memorisation experiment")
     task: str = _f("auto", "what the labels are: 'auto' (read from their shape), 'binary', 'multiclass', 'ordinal' "
                            "(grades, trained as classes as MedMNIST v2 does) or 'multilabel'; a given task that "
                            "the data contradicts is an error before training")

@@ -113,14 +113,20 @@ def selection_score(row: dict[str, Any], metric: str) -> float:
     return -math.inf if value is None else float(value)
 
 
+def threshold_setting(cfg: TrainConfig, classes: Sequence[str], task: str = "multiclass") -> str | float:
+    """``cfg.threshold`` resolved for this task: ``auto-binary`` is ``auto`` on a two-class task, else ``none``."""
+    setting = parse_threshold(cfg.threshold)
+    if setting == "auto-binary":
+        setting = "auto" if task == "multiclass" and len(classes) == 2 else "none"
+    return setting
+
+
 def operating_point(cfg: TrainConfig, logits: torch.Tensor, targets: torch.Tensor, classes: Sequence[str],
                     chosen_on: str, task: str = "multiclass") -> dict[str, Any] | None:
     """The decision rule the run stores: thresholds chosen on validation (``threshold: auto``) or the one
     given; None for the default rule (argmax; p > 0.5 per label for multi-label). ``auto-binary`` is
     ``auto`` on a two-class task and the default rule on any other."""
-    setting = parse_threshold(cfg.threshold)
-    if setting == "auto-binary":
-        setting = "auto" if task == "multiclass" and len(classes) == 2 else "none"
+    setting = threshold_setting(cfg, classes, task)
     if setting == "none":
         return None
     if task == "multilabel":

@@ -28,9 +28,9 @@ from ..models import create_model
 from ..utils import Progress
 from .checkpoint import (TrainingDiverged, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                          update_checkpoint)
-from .config import TrainConfig, parse_threshold, resumed_config, save_config, to_dict
+from .config import TrainConfig, resumed_config, save_config, to_dict
 from .decisions import (build_objective, check_task, class_counts, describe_point, operating_point, selection_score,
-                        task_of, test_row)
+                        task_of, test_row, threshold_setting)
 from .finetune import FinetunePolicy, remake_head, starting_weights
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .loaders import build_data, generator, make_batches
@@ -366,9 +366,9 @@ class Trainer:
 
     def _store_point(self, model: nn.Module, path: Path) -> dict[str, Any] | None:
         """Choose ``model``'s operating point on val (threshold setting permitting) and store it in ``path``."""
-        if parse_threshold(self.cfg.threshold) == "none":
-            return None
         classes = self.data.classes
+        if threshold_setting(self.cfg, classes, self.task) == "none":  # no val pass for the default rule
+            return None
         point = operating_point(self.cfg, *self._logits(model, self.eval_batches), classes,
                                 f"val: {self.data.val_source}", self.task)
         if point is not None:

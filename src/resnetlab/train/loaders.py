@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..data import (ArrayDataset, BatchAugment, FolderDataset, available_splits, folder_transform, open_dataset,
                     resolve_data_root)
 from ..data.batches import ArrayBatches, FolderBatches, generator, mix_seed
@@ -20,7 +22,7 @@ from ..data.preprocess import Preprocess, parse_window
 from .config import TrainConfig
 from .distributed import DistInfo, barrier
 
-__all__ = ["AUTO_VAL_SPLIT", "DataBundle", "build_data", "make_batches", "generator", "mix_seed"]
+__all__ = ["AUTO_VAL_SPLIT", "DataBundle", "build_data", "make_batches", "generator", "mix_seed", "permute_labels"]
 
 AUTO_VAL_SPLIT = 0.1  # held out of train (val_split=0, "auto") when the data has no val split of its own
 
@@ -77,6 +79,8 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
             opened = _open_splits(cfg, download=cfg.download and info.is_main, progress=info.is_main)
         barrier(info)
     root, val_split, train, val, test = opened
+    if cfg.shuffle_labels:
+        train, val = (permute_labels(ds, cfg.seed + k) for k, ds in enumerate((train, val)))
     for name, ds in (("val", val), ("test", test)):
         if ds is not None and list(train.classes) != list(ds.classes):
             raise ValueError(f"{root}: the train and {name} splits have different classes: "
@@ -89,6 +93,18 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
         size = 224
     pre = Preprocess.for_data(cfg.preset, size, train.in_chans, parse_window(cfg.window))
     return DataBundle(train, val, list(train.classes), pre, str(root), test, val_split, cfg.seed)
+
+
+def permute_labels(ds: ArrayDataset | FolderDataset, seed: int) -> ArrayDataset | FolderDataset:
+    """``ds`` with its labels permuted among its images (seeded): same images, same label counts, no
+    relation between the two left to learn."""
+    order = np.random.default_rng(seed).permutation(len(ds))
+    if isinstance(ds, ArrayDataset):
+        ds.targets = ds.targets[order]
+    else:
+        labels = ds.targets
+        ds.samples = [(path, labels[j]) for (path, _), j in zip(ds.samples, order)]
+    return ds
 
 
 def make_batches(bundle: DataBundle, cfg: TrainConfig, info: DistInfo, *, split: str = "train"):
