@@ -1,8 +1,9 @@
 """How faithful, and how fast, are the class-activation maps of `resnetlab explain`?
 
 1. Faithfulness on the CIFAR-10 ResNet-18 trained with the fast recipe (32 px; the checkpoint
-   `runs/bench/resnet18-fast` that `run_all.py` makes): deletion and insertion AUC (Petsiuk et al. 2018)
-   and ROAD (Rong et al. 2022) for each method and for a random and a centre-bias map, on the same fixed
+   `runs/bench/resnet18-fast` that `run_all.py` makes): deletion and insertion AUC (Petsiuk et al. 2018),
+   ROAD (Rong et al. 2022) and Average Drop / Increase in Confidence (Chattopadhyay et al. 2018) for
+   each method and for a random and a centre-bias map, on the same fixed
    seeded subset of the test split, with bootstrap 95 % intervals of the paired differences.
 2. Sanity checks (Adebayo et al. 2018): cascading model-parameter randomisation for each method.
 3. Time per image at batch 1 and 32, per method: the trained 32 px model and a 224 px ResNet-18 with
@@ -21,7 +22,6 @@ protocol): torch-cam reports Average Drop on Imagenette for ResNet-18 of 0.269 (
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,13 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import environment, header_md, spread, write  # noqa: E402
 
-from resnetlab.explain import METHODS, explain, load_explainable  # noqa: E402
+from resnetlab.explain import METHODS, explain, load_explainable, load_split_inputs  # noqa: E402
 from resnetlab.explain.render import display_image, overlay  # noqa: E402
 from resnetlab.explain.report import evaluate_explanations, markdown as faith_markdown  # noqa: E402
 from resnetlab.models import create_model  # noqa: E402
 from resnetlab.utils.plot import plt, save_figure  # noqa: E402
 
 FAITH_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "scorecam", "eigencam", "ablationcam")
+TORCH_CAM_AVERAGE_DROP = {"gradcam": 0.269, "gradcam++": 0.527, "layercam": 0.171}  # its README, ResNet-18
 
 
 def time_method(model_or_ck, x: torch.Tensor, method: str, layer: str, repeats: int) -> dict:
@@ -69,10 +70,10 @@ def timings(ck: str, x32: torch.Tensor, layer32: str, args) -> dict:
     return out
 
 
-def gallery(ck: str, x: torch.Tensor, path: Path) -> None:
+def gallery(ck: str, x: torch.Tensor, layer: str, path: Path) -> None:
     trained = load_explainable(ck)
     pre = trained.preprocess
-    exs = {m: explain(trained, x, method=m) for m in FAITH_METHODS}
+    exs = {m: explain(trained, x, method=m, layer=layer) for m in FAITH_METHODS}
     n = len(x)
     fig, axes = plt.subplots(n, len(FAITH_METHODS) + 1, figsize=(1.6 * (len(FAITH_METHODS) + 1), 1.75 * n))
     first = exs["gradcam"]
@@ -87,7 +88,7 @@ def gallery(ck: str, x: torch.Tensor, path: Path) -> None:
                 axes[i, j].set_title(m, fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle("CIFAR-10 ResNet-18 (fast recipe), maps of the predicted class at layer4", fontsize=9)
+    fig.suptitle(f"CIFAR-10 ResNet-18 (fast recipe), maps of the predicted class at {layer}", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -99,16 +100,28 @@ def markdown(env: dict, faith: dict, times: dict, args) -> str:
             b1, b32 = by[f"{method} b1"], by[f"{method} b32"]
             note = f" ({b32['images_timed']} images)" if b32.get("images_timed", 32) != 32 else ""
             rows.append(f"| {model} | {method} | {b1['median']:.4f} | {b32['median']:.4f}{note} |")
-    ratio = statistics.median([times["32px trained resnet18"]["scorecam b1"]["median"] /
-                               times["32px trained resnet18"]["gradcam b1"]["median"]])
+    ratios = {model: by["scorecam b1"]["median"] / by["gradcam b1"]["median"] for model, by in times.items()}
+    drop = ["| method | Average Drop ↓, ours (CIFAR-10, 32 px) | torch-cam (Imagenette, 224 px) |", "|---|---|---|"]
+    for method in TORCH_CAM_AVERAGE_DROP:
+        c = faith["table"][method]["average_drop"]
+        drop.append(f"| {method} | {c['mean']:.3f} [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}] | "
+                    f"{TORCH_CAM_AVERAGE_DROP[method]:.3f} |")
     return "\n".join([
         "# Explanations: faithfulness, sanity and speed", "", header_md(env), "",
         f"Model: `{args.checkpoint}` (CIFAR-10, 32 px). Images: a fixed seeded subset of {faith['images']} test "
         "images. Rules fixed before the run: see benchmarks/explain_bench.py.", "",
         "## Faithfulness", "", faith_markdown(faith), "![curves](explain/faithfulness_curves.png)", "",
-        "## Time", "", f"Medians of {args.repeats} repeats after a warm-up; Score-CAM and Ablation-CAM (512 forward "
-        f"passes per image) once, and at 224 px on {args.heavy_batch} image(s). Score-CAM / Grad-CAM at 32 px, "
-        f"batch 1: {ratio:.0f}x.", "", *rows, "",
+        f"Grad-CAM and XGrad-CAM, 32 images: largest difference between their maps "
+        f"{faith['gradcam_vs_xgradcam_max_abs']:.2g}"
+        + (" -- the same maps: the explained layer feeds global average pooling and the linear head, so the "
+           "gradient is the same at every position and both weigh each channel by it (as CAM does)."
+           if faith["gradcam_vs_xgradcam_max_abs"] < 1e-4 else "."), "",
+        "Average Drop beside the numbers torch-cam publishes for ResNet-18 (orientation only: other data, other "
+        "resolution, other weights; the same definition, Chattopadhyay et al. 2018):", "", *drop, "",
+        "## Time", "", f"Medians of {args.repeats} repeats after a warm-up; Score-CAM and Ablation-CAM (one forward "
+        f"pass per channel of the layer per image) once, and at 224 px on {args.heavy_batch} image(s). Score-CAM / "
+        "Grad-CAM, batch 1: " + ", ".join(f"{r:.0f}x ({m})" for m, r in ratios.items())
+        + " (torch-cam: about 170x on CPU).", "", *rows, "",
         "## Gallery", "", "![every method on the same test images](explain/gallery.png)", ""])
 
 
@@ -128,12 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.mkdir(parents=True, exist_ok=True)
     faith = evaluate_explanations(args.checkpoint, data=args.data, limit=args.limit, methods=FAITH_METHODS,
                                   bootstrap=args.bootstrap, out=sub)
-    from resnetlab.explain.report import load_split_inputs
-
     x, y, _ = load_split_inputs(load_explainable(args.checkpoint), args.data, "test", 200)
+    trained = load_explainable(args.checkpoint)
+    maps = {m: explain(trained, x[:32], method=m, layer=faith["layer"]).maps for m in ("gradcam", "xgradcam")}
+    faith["gradcam_vs_xgradcam_max_abs"] = float((maps["gradcam"] - maps["xgradcam"]).abs().max())
     times = timings(args.checkpoint, x[:32], faith["layer"], args)
     firsts = [int((y == c).nonzero()[0]) for c in torch.unique(y)[:6]]  # one image of each of 6 classes
-    gallery(args.checkpoint, x[firsts], sub / "gallery.png")
+    gallery(args.checkpoint, x[firsts], faith["layer"], sub / "gallery.png")
     payload = {"env": env, "faithfulness": {k: v for k, v in faith.items() if k != "curves"}, "times": times,
                "config": vars(args)}
     write("explain", payload, markdown(env, faith, times, args), results)

@@ -9,10 +9,16 @@ each per seed; then, for a fixed seeded subset of test images:
 - how faithful each net's maps are to that net: deletion / insertion AUC and ROAD against its own random
   and centre-bias maps.
 
+- data-label randomisation (Adebayo et al. 2018): every method's maps of ResNet-20 against those of a
+  ResNet-20 trained with the same recipe and budget on shuffled labels (`--shuffle-labels`), for the same
+  images and classes.
+
 Rules, fixed before the first run:
 - R1: the nets differ in where they look when the 95 % bootstrap interval of the paired difference in
   central mass (residual - plain) excludes 0; otherwise "no difference shown".
 - R2: per faithfulness metric, each net's Grad-CAM "beats its baselines" as `compare` decides.
+- R3: a method passes the data-randomisation test when the mean rank correlation of its maps with the
+  shuffled-label net's is below SURVIVES (0.5), the threshold of the model-randomisation flag.
 
 Writes docs/analysis/explain/ (report.md, provenance.json, results.json, explain_residual.png).
 
@@ -34,10 +40,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import environment, header_md  # noqa: E402
 
-from resnetlab.explain import explain, rank_correlation  # noqa: E402
+from resnetlab.explain import METHODS, explain, label_randomization, load_split_inputs, rank_correlation  # noqa: E402
 from resnetlab.explain.faithfulness import METRICS, baseline_maps, bootstrap_mean, compare, score_maps  # noqa: E402
 from resnetlab.explain.render import display_image, overlay  # noqa: E402
-from resnetlab.explain.report import load_split_inputs  # noqa: E402
+from resnetlab.explain.report import beats_all  # noqa: E402
+from resnetlab.explain.sanity import SURVIVES  # noqa: E402
 from resnetlab.eval import load_trained  # noqa: E402
 from resnetlab.train.engine import fit  # noqa: E402
 from resnetlab.utils.fileio import atomic_write_text  # noqa: E402
@@ -88,9 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         runs = {net: fit(model=net, data=args.data, epochs=args.epochs, seed=args.seed, out=f"{tmp}/{net}",
                          **RECIPE) for net in NETS}
+        shuffled_run = fit(model="resnet20", data=args.data, epochs=args.epochs, seed=args.seed, shuffle_labels=True,
+                           out=f"{tmp}/shuffled", **RECIPE)
         trained = {net: load_trained(r.run_dir) for net, r in runs.items()}
+        shuffled = load_trained(shuffled_run.run_dir).model
         x, y, _ = load_split_inputs(trained["resnet20"], args.data, "test", args.limit)
         exs = {net: explain(t, x, method="gradcam") for net, t in trained.items()}
+    r20 = trained["resnet20"].model.eval()
+    labels = [label_randomization(r20, shuffled, exs["resnet20"].layer, x, exs["resnet20"].targets, m)
+              for m in METHODS]
+    for item in labels:
+        item["passes"] = item["mean_rho"] is None or item["mean_rho"] < SURVIVES
+        item.pop("rho")
     centre = {net: central_mass(ex.maps) for net, ex in exs.items()}
     diff = bootstrap_mean((centre["resnet20"] - centre["plain20"]).numpy(), n=args.bootstrap, seed=args.seed)
     r1 = ("residual looks more centrally" if diff[1] > 0 else "plain looks more centrally" if diff[2] < 0
@@ -114,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         "central_mass": {net: bootstrap_mean(c.numpy(), n=args.bootstrap, seed=args.seed) for net, c in centre.items()},
         "central_mass_difference": diff, "R1": r1,
         "agreement_rho": bootstrap_mean(agree[~agree.isnan()].numpy(), n=args.bootstrap, seed=args.seed),
-        "faithfulness": faith,
+        "faithfulness": faith, "layer": {net: ex.layer for net, ex in exs.items()},
+        "shuffled": {"test_top1": shuffled_run.summary["test_top1"],
+                     "train_acc": shuffled_run.history[-1].get("train_acc")},
+        "label_randomization": labels, "SURVIVES": SURVIVES,
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, default=str) + "\n")
     atomic_write_text(out / "provenance.json", json.dumps({k: env.get(k) for k in
@@ -131,25 +150,39 @@ def report(env: dict, r: dict) -> str:
         cells = []
         for m in METRICS:
             c = r["faithfulness"][net]["gradcam"][m]
-            wins = all(v["verdict"] == "beats" for v in c["vs"].values())
+            wins = beats_all(c)
             cells.append(f"{'**' if wins else ''}{c['mean']:.3f}{'**' if wins else ''}")
         rows.append(f"| {net} | {100 * r['test_top1'][net]:.2f} % | {f(r['central_mass'][net])} | "
                     + " | ".join(cells) + " |")
-    beats = {net: [m for m in METRICS if all(v["verdict"] == "beats" for v in
-                                             r["faithfulness"][net]["gradcam"][m]["vs"].values())] for net in NETS}
+    beats = {net: [m for m in METRICS if beats_all(r["faithfulness"][net]["gradcam"][m])] for net in NETS}
+    rho = lambda v: "undefined" if v is None else f"{v:.3f}"  # noqa: E731
+    labels = ["| method | mean rank correlation with the shuffled-label net's maps | its flat maps (count as 0) | R3 |",
+              "|---|---|---|---|"]
+    labels += [f"| {item['method']} | {rho(item['mean_rho'])} | {item['flat_maps']} | "
+               f"{'passes' if item['passes'] else '**fails**'} |" for item in r["label_randomization"]]
+    sh = r["shuffled"]
+    acc = "" if sh["train_acc"] is None else f", {100 * sh['train_acc']:.1f} % on its shuffled training labels"
     return "\n".join([
         "# Grad-CAM of a plain net and its residual twin", "", header_md(env), "",
         f"ResNet-20 and Plain-20, CIFAR-10, {r['epochs']} epochs each (one-cycle SGD, seed {r['seed']}); "
-        f"Grad-CAM of the predicted class at layer3 for {r['images']} test images (a fixed seeded subset). "
+        f"Grad-CAM of the predicted class at {r['layer']['resnet20']} for {r['images']} test images (a fixed "
+        "seeded subset). "
         "Central mass: the share of a map inside the central half of the image (a uniform map: 0.25). "
         "Bold: beats both the net's own random and centre-bias maps (95 % intervals of paired differences).",
         "", *rows, "", "![side by side](explain_residual.png)", "",
         f"- Agreement between the two nets' maps (Spearman per image): {f(r['agreement_rho'])}.",
         f"- Central mass, residual - plain: {f(r['central_mass_difference'])}.", "",
+        "## Data-label randomisation", "",
+        f"ResNet-20 trained on shuffled labels with the same recipe and budget: test top-1 "
+        f"{100 * sh['test_top1']:.2f} %{acc}. Each method's maps of ResNet-20 for the same images and classes, "
+        f"compared with the shuffled-label net's (R3: passes when the mean is below {r['SURVIVES']}):", "",
+        *labels, "",
         "## Conclusion", "",
         f"R1 (where they look): **{r['R1']}** (residual - plain central mass {f(r['central_mass_difference'])}). "
         f"R2 (faithful to their own net): ResNet-20's maps beat both baselines on "
         f"{', '.join(beats['resnet20']) or 'no metric'}; Plain-20's on {', '.join(beats['plain20']) or 'no metric'}. "
+        f"R3 (data randomisation): {', '.join(i['method'] for i in r['label_randomization'] if i['passes']) or 'none'}"
+        f" pass; {', '.join(i['method'] for i in r['label_randomization'] if not i['passes']) or 'none'} fail. "
         f"One seed and a {r['epochs']}-epoch budget: a statement about these two runs, not about every pair.", ""])
 
 

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from resnetlab.explain import (baseline_maps, cascading_randomization, compare, deletion_insertion,
                                noisy_linear_impute, rank_correlation, road, score_maps)
+from resnetlab.explain.faithfulness import METRICS, average_drop
 from resnetlab.explain.sanity import SURVIVES, cascade_steps
 from resnetlab.models import create_model
 
@@ -86,6 +87,39 @@ def test_road_and_the_verdict_against_baselines():
     assert again == table  # seeded: the same intervals twice
 
 
+def test_average_drop_and_increase_in_confidence_as_torch_cam_defines_them():
+    """Chattopadhyay et al. 2018: the model sees x * map. A map on the object keeps class 1's probability
+    (no drop); a map on the corner blanks the object (the drop computed by hand), and raises class 0's."""
+    model = CentreDetector().eval()
+    x = _scene(4, 16, seed=3)
+    corner = torch.zeros(4, 16, 16)
+    corner[:, :4, :4] = 2.0  # any scale: the map is rescaled to [0, 1] first
+    one, zero = torch.ones(4, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    kept = average_drop(model, x, _centre_maps(4, 16), one)
+    assert torch.allclose(kept["average_drop"], torch.zeros(4), atol=1e-6)
+    blanked = average_drop(model, x, corner, one)
+    p, q = torch.sigmoid(torch.tensor(8 * 0.4)), torch.sigmoid(torch.tensor(-8 * 0.6))
+    assert torch.allclose(blanked["average_drop"].float(), ((p - q) / p).expand(4), atol=1e-5)
+    assert blanked["confidence_increase"].tolist() == [0.0] * 4
+    assert average_drop(model, x, corner, zero)["confidence_increase"].tolist() == [1.0] * 4
+    scores = score_maps(model, x, _centre_maps(4, 16), one, steps=4)
+    assert set(METRICS) <= set(scores) and scores["average_drop"].shape == (4,)
+
+
+def test_tied_pixels_are_removed_in_a_seeded_random_order_not_as_a_block():
+    from resnetlab.explain.faithfulness import pixel_order
+
+    maps = torch.zeros(2, 16, 16)
+    maps[:, 6:10, 6:10] = torch.arange(16.0).view(4, 4) + 1  # a ranked object on a flat zero field
+    order = pixel_order(maps, seed=0)
+    obj = order[:, :16]
+    assert (maps.flatten(1).gather(1, obj) == torch.arange(16.0, 0, -1)).all()  # the object first, in rank
+    rows = order[:, 16:16 + 48] // 16  # the next 48 (tied) pixels: scattered, not the first three rows
+    assert rows.float().std(1).min() > 3 and rows.max() > 10
+    assert torch.equal(order, pixel_order(maps, seed=0)) and not torch.equal(order, pixel_order(maps, seed=1))
+    assert not torch.equal(order[0], order[1])
+
+
 def test_rank_correlation_is_spearmans():
     from scipy.stats import spearmanr
 
@@ -109,12 +143,46 @@ def test_cascading_randomisation_destroys_gradcam_and_follows_the_stages():
     assert [s["step"] for s in res["steps"]] == ["fc", "layer3", "layer2", "layer1", "stem"]
     assert res["checked_at"] == "layer3"
     at = res["steps"][1]["mean_rho"]
-    assert at is None or at < SURVIVES  # an untrained net's Grad-CAM does not survive a new layer3
+    assert at is not None and at < SURVIVES  # an untrained net's Grad-CAM does not survive a new layer3
     assert not res["survives_randomisation"]
     assert all(p.grad is None for p in model.parameters())
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cascading_randomization(model, "layer3", x, None, "gradcam", seed=0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model itself is untouched
+
+
+class InputMaps(nn.Module):
+    """The explained layer has no parameters: its activations are the (pooled) input, whatever the weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = nn.AvgPool2d(2)
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.feat(x).mean((2, 3)))
+
+
+def test_a_method_whose_maps_survive_randomisation_is_flagged():
+    torch.manual_seed(0)
+    x = torch.rand(5, 3, 12, 12)
+    res = cascading_randomization(InputMaps().eval(), "feat", x, None, "eigencam", seed=0)
+    assert [s["step"] for s in res["steps"]] == ["fc", "feat"]
+    assert res["steps"][-1]["mean_rho"] == pytest.approx(1.0) and res["survives_randomisation"]
+
+
+def test_maps_that_go_flat_count_as_no_agreement_and_the_whole_head_is_randomised():
+    from resnetlab.explain.sanity import label_randomization
+
+    torch.manual_seed(0)
+    model = InputMaps().eval()
+    dead = InputMaps().eval()
+    nn.init.zeros_(dead.fc.weight)  # no gradient reaches the layer: every Grad-CAM map is flat
+    x = torch.rand(4, 3, 12, 12)
+    res = label_randomization(model, dead, "feat", x, None, "gradcam")
+    assert res["flat_maps"] == 4 and res["mean_rho"] == 0.0 and res["rho"] == [0.0] * 4
+    vgg = create_model("vgg16", num_classes=3)
+    assert cascade_steps(vgg)[0] == ("classifier", ["classifier"])  # all three linear layers, not just the last
 
 
 def test_baseline_maps():

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from resnetlab.explain import evaluate_explanations, explain, explain_files, explain_split
+from resnetlab.explain import (METRICS, SplitInputs, evaluate_explanations, explain, explain_files, explain_split,
+                               load_explainable)
 from resnetlab.train.engine import fit
 from train_helpers import run_cli, tiny_config, write_tree
 
@@ -30,8 +31,9 @@ def test_files_are_read_with_the_runs_preprocessing_and_written(run, tmp_path):
     assert ex.maps.min() >= 0 and ex.maps.max() <= 1 and torch.equal(ex.targets, torch.tensor([2, 2]))
     bigger = Image.open(images[0]).resize((40, 40))  # any input size: resized as the run's preprocessing says
     assert explain(run_dir, [bigger]).maps.shape == (1, 16, 16)
-    r = explain_files(run_dir, [*images, data / "nope.png"], tmp_path / "out", top_k=2)
-    assert len(r["explained"]) == 2 and "cannot read image" in r["errors"][str(data / "nope.png")]
+    r = explain_files(run_dir, [*images, data / "nope.png", images[0]], tmp_path / "out", top_k=2)
+    assert len(r["explained"]) == 3 and "cannot read image" in r["errors"][str(data / "nope.png")]
+    assert r["explained"][2]["png"] == f"{images[0].stem}-2.png"  # the same name twice: nothing overwritten
     stem = images[0].stem
     record = json.loads((tmp_path / "out" / f"{stem}.json").read_text())
     assert record["target"]["class"] == record["top"][0]["class"] and len(record["top"]) == 2
@@ -70,9 +72,23 @@ def test_faithfulness_evaluation_writes_its_table(run, tmp_path):
     assert set(r["table"]) == {"random", "centre", "gradcam", "layercam"} and r["images"] == 8
     assert {s["method"] for s in r["sanity"]} == {"gradcam", "layercam"}
     md = (tmp_path / "f" / "faithfulness.md").read_text()
-    assert "deletion_auc" in md and "- gradcam: beats random and centre-bias on" in md
+    for method in ("gradcam", "layercam"):  # the verdict line says what the table's intervals say
+        won = [m for m in METRICS if all(v["verdict"] == "beats" for v in r["table"][method][m]["vs"].values())]
+        assert r["verdict"][method] == won
+        assert f"- {method}: beats random and centre-bias on {', '.join(won) or 'no metric'}\n" in md
+    assert "average_drop ↓" in md and "confidence_increase ↑" in md
     assert (tmp_path / "f" / "faithfulness_curves.png").stat().st_size > 5000
-    assert len((tmp_path / "f" / "faithfulness.csv").read_text().splitlines()) == 1 + 4 * 5
+    assert len((tmp_path / "f" / "faithfulness.csv").read_text().splitlines()) == 1 + 4 * len(METRICS)
+
+
+def test_refusals_name_the_thing(tmp_path):
+    from types import SimpleNamespace
+
+    for suffix in (".onnx", ".torchscript", ".xml"):
+        with pytest.raises(ValueError, match=rf"m{suffix} is an exported artefact .* explanations need the PyTorch"):
+            load_explainable(tmp_path / f"m{suffix}")
+    with pytest.raises(ValueError, match="ml.pt is a multi-label model: the gallery and the faithfulness scores need"):
+        SplitInputs(SimpleNamespace(task="multilabel", path="ml.pt"), None, "test", 4)
 
 
 def test_cli_explains_images_and_refuses_exported_artefacts(run, tmp_path):

@@ -9,8 +9,10 @@ import types
 
 from .api import Explanation, explain, load_explainable, resolve_targets
 from .cam import METHODS, cam_maps, capture, normalize_maps, upsample_maps
-from .faithfulness import METRICS, baseline_maps, compare, deletion_insertion, noisy_linear_impute, road, score_maps
+from .faithfulness import (METRICS, average_drop, baseline_maps, compare, deletion_insertion, noisy_linear_impute,
+                           road, score_maps)
 from .files import explain_files, explain_split
+from .inputs import SplitInputs, load_split_inputs
 from .layers import find_layer, spatial_layers
 from .report import evaluate_explanations
 from .sanity import cascading_randomization, label_randomization, rank_correlation
@@ -18,7 +20,8 @@ from .sanity import cascading_randomization, label_randomization, rank_correlati
 __all__ = [
     "explain", "Explanation", "load_explainable", "resolve_targets", "METHODS", "cam_maps", "capture",
     "normalize_maps", "upsample_maps", "find_layer", "spatial_layers", "METRICS", "baseline_maps", "compare",
-    "deletion_insertion", "noisy_linear_impute", "road", "score_maps", "explain_files", "explain_split",
+    "deletion_insertion", "noisy_linear_impute", "road", "average_drop", "score_maps", "explain_files",
+    "explain_split", "SplitInputs", "load_split_inputs",
     "evaluate_explanations", "cascading_randomization", "label_randomization", "rank_correlation",
 ]
 

@@ -27,7 +27,7 @@ from .layers import find_layer
 __all__ = ["Explanation", "explain", "resolve_targets", "load_explainable", "EXPORTED_SUFFIXES"]
 
 ImageLike = Union[str, os.PathLike, Image.Image]
-EXPORTED_SUFFIXES = (".onnx", ".xml", ".bin", ".ts", ".pt2", ".engine", ".tflite")
+EXPORTED_SUFFIXES = (".onnx", ".xml", ".bin", ".ts", ".torchscript", ".pt2", ".engine", ".tflite")
 
 
 @dataclass

@@ -95,15 +95,14 @@ def _chunks(k: int, size: int) -> Iterator[tuple[int, int]]:
 @torch.no_grad()
 def _score_cam(model: nn.Module, x: Tensor, a: Tensor, targets: Tensor, batch_size: int) -> Tensor:
     n, k = a.shape[:2]
-    # corner-aligned upsampling and +1e-8 as pytorch-grad-cam: a flat channel masks everything out, not NaN
-    masks = F.interpolate(a.float(), size=x.shape[-2:], mode="bilinear", align_corners=True)
-    lo, hi = masks.amin((2, 3), keepdim=True), masks.amax((2, 3), keepdim=True)
-    masks = (masks - lo) / (hi - lo + 1e-8)
     weights = torch.empty(n, k, dtype=torch.float64, device=x.device)
     for i in range(n):
-        for s, e in _chunks(k, batch_size):
-            masked = x[i:i + 1] * masks[i, s:e].unsqueeze(1)
-            weights[i, s:e] = model(masked)[:, targets[i]].double()
+        for s, e in _chunks(k, batch_size):  # masks per chunk: all at once would be N*K*H*W floats (GBs at 224 px)
+            # corner-aligned upsampling and +1e-8 as pytorch-grad-cam: a flat channel masks everything out, not NaN
+            masks = F.interpolate(a[i:i + 1, s:e].float(), size=x.shape[-2:], mode="bilinear", align_corners=True)
+            lo, hi = masks.amin((2, 3), keepdim=True), masks.amax((2, 3), keepdim=True)
+            masks = (masks - lo) / (hi - lo + 1e-8)
+            weights[i, s:e] = model(x[i:i + 1] * masks[0].unsqueeze(1))[:, targets[i]].double()
     weights = weights.softmax(1).to(a.dtype)
     return (weights[:, :, None, None] * a).sum(1)
 

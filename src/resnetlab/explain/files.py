@@ -4,7 +4,6 @@ of correct and wrong predictions per class."""
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from ..eval.batches import eval_batches, open_split
 from ..utils import Progress
 from ..utils.fileio import atomic_path, atomic_write_text
 from .api import Explanation, explain, load_explainable
+from .inputs import SplitInputs
 from .render import display_image, save_panel, write_gallery
 
-__all__ = ["explain_files", "explain_split"]
+__all__ = ["explain_files", "explain_split", "unique_stems"]
 
 
 def _write_one(ex: Explanation, i: int, stem: str, out: Path, mean, std, top_k: int) -> dict[str, Any]:
@@ -36,6 +35,18 @@ def _write_one(ex: Explanation, i: int, stem: str, out: Path, mean, std, top_k: 
     return record
 
 
+def unique_stems(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Each file's stem, numbered from its second use on (``a/x.png``, ``b/x.png`` -> ``x``, ``x-2``), so no
+    output overwrites another's."""
+    seen: dict[str, int] = {}
+    out = []
+    for p in paths:
+        stem = Path(p).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        out.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+    return out
+
+
 def explain_files(checkpoint: str | os.PathLike, images: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                   method: str = "gradcam", layer: str = "auto", target: str | int = "top", top_k: int = 3,
                   batch_size: int = 16, device: str = "cpu") -> dict[str, Any]:
@@ -45,7 +56,8 @@ def explain_files(checkpoint: str | os.PathLike, images: Sequence[str | os.PathL
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     pre, done, errors = trained.preprocess, [], {}
-    for path in images:
+    stems = unique_stems(images)
+    for path, stem in zip(images, stems):
         try:
             ex = explain(trained, [path], method=method, layer=layer, target=target, batch_size=batch_size,
                          device=device)
@@ -55,7 +67,7 @@ def explain_files(checkpoint: str | os.PathLike, images: Sequence[str | os.PathL
             errors[str(path)] = str(e)
             continue
         layer = ex.layer  # "auto" resolved once: later images skip the probing forward pass
-        done.append({"image": str(path), **_write_one(ex, 0, Path(path).stem, out, pre.mean, pre.std, top_k)})
+        done.append({"image": str(path), **_write_one(ex, 0, stem, out, pre.mean, pre.std, top_k)})
     return {"explained": done, "errors": errors, "out": str(out)}
 
 
@@ -66,31 +78,24 @@ def explain_split(checkpoint: str | os.PathLike, out: str | os.PathLike, *, data
     """Explain (up to ``limit`` of) a split as the run's own evaluation reads it, and write a gallery
     (``out/index.html``): per class, wrong predictions first. Unreadable files are skipped and counted."""
     trained = load_explainable(checkpoint, device)
-    ds = open_split(trained, data, split, progress=progress)
-    n = len(ds) if limit is None else min(limit, len(ds))
-    batches = eval_batches(ds, trained.preprocess, batch_size=batch_size,
-                           limit_batches=None if limit is None else math.ceil(n / batch_size),
-                           seed=trained.config.get("seed", 0))
+    inputs = SplitInputs(trained, data, split, limit, batch_size=batch_size, progress=progress)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    pre, rows, seen = trained.preprocess, [], 0
-    with Progress(n, f"explain {split}", unit="img", enabled=progress) as bar:
-        for x, y, *_ in batches.epoch(0):
-            x, y = x[: n - seen], y[: n - seen]
-            if len(x) == 0:
-                break
+    pre, rows = trained.preprocess, []
+    with Progress(inputs.n, f"explain {split}", unit="img", enabled=progress) as bar:
+        for x, y in inputs:
             ex = explain(trained, x, method=method, layer=layer, target="top", batch_size=batch_size, device=device)
+            layer = ex.layer
             for i in range(len(x)):
-                stem = f"{seen + i:05d}"
+                stem = f"{len(rows):05d}"
                 record = _write_one(ex, i, stem, out, pre.mean, pre.std, top_k)
                 pred = int(ex.probs[i].argmax())
                 rows.append({"png": record["png"], "name": stem, "true": trained.classes[int(y[i])],
                              "pred": trained.classes[pred], "prob": float(ex.probs[i, pred]),
                              "correct": pred == int(y[i])})
-            seen += len(x)
             bar.update(len(x))
-    skipped = len(getattr(ds, "skipped", [])) + batches.epoch_bad
-    title = f"{method} at {ex.layer if rows else layer}: {trained.path} on {split}" if rows else f"{method}: no images"
+    skipped = inputs.skipped
+    title = f"{method} at {layer}: {trained.path} on {split}" if rows else f"{method}: no images"
     index = write_gallery(rows, trained.classes, out, title=title, skipped=skipped)
     return {"images": len(rows), "wrong": sum(not r["correct"] for r in rows), "skipped": skipped,
-            "index": str(index), "layer": ex.layer if rows else None}
+            "index": str(index), "layer": layer if rows else None}

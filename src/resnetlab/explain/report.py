@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -15,32 +14,16 @@ from typing import Any
 
 import torch
 
-from ..eval.batches import eval_batches, open_split
 from ..utils import Progress
 from ..utils.fileio import atomic_write_text
 from .api import explain, load_explainable
-from .faithfulness import METRICS, baseline_maps, compare, score_maps
+from .faithfulness import HIGHER_IS_BETTER, METRICS, baseline_maps, compare, score_maps
+from .inputs import load_split_inputs
 from .sanity import cascading_randomization, label_randomization
 
-__all__ = ["evaluate_explanations", "load_split_inputs"]
+__all__ = ["evaluate_explanations", "beats_all", "markdown"]
 
 BASELINES = ("random", "centre")
-
-
-def load_split_inputs(trained, data: str | os.PathLike | None, split: str, limit: int, *, batch_size: int = 64,
-                      progress: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Up to ``limit`` preprocessed inputs of a split (a fixed seeded subset), their labels, and how many
-    unreadable files were skipped."""
-    ds = open_split(trained, data, split, progress=progress)
-    n = min(limit, len(ds))
-    batches = eval_batches(ds, trained.preprocess, batch_size=batch_size, limit_batches=math.ceil(n / batch_size),
-                           seed=trained.config.get("seed", 0))
-    xs, ys = [], []
-    for x, y, *_ in batches.epoch(0):
-        xs.append(x)
-        ys.append(y)
-    x, y = torch.cat(xs)[:n], torch.cat(ys)[:n]
-    return x, y, len(getattr(ds, "skipped", [])) + batches.epoch_bad
 
 
 def evaluate_explanations(checkpoint: str | os.PathLike, *, data: str | os.PathLike | None = None,
@@ -92,13 +75,17 @@ def evaluate_explanations(checkpoint: str | os.PathLike, *, data: str | os.PathL
 
 def _verdict(table: dict[str, Any], methods: Sequence[str]) -> dict[str, list[str]]:
     """Per method, the metrics on which it beats both baselines beyond their intervals."""
-    return {m: [metric for metric in METRICS
-                if all(v["verdict"] == "beats" for v in table[m][metric]["vs"].values())] for m in methods}
+    return {m: [metric for metric in METRICS if beats_all(table[m][metric])] for m in methods}
+
+
+def beats_all(cell: dict[str, Any]) -> bool:
+    """True when a method's metric beats every baseline it was compared with (and there was one)."""
+    return bool(cell["vs"]) and all(v["verdict"] == "beats" for v in cell["vs"].values())
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The table a person reads: mean [95 % CI] per method and metric, the verdict, the sanity checks."""
-    arrows = {"deletion_auc": "↓", "insertion_auc": "↑", "road_morf": "↓", "road_lerf": "↑", "road": "↑"}
+    arrows = {m: "↑" if HIGHER_IS_BETTER[m] else "↓" for m in METRICS}
     head = "| map | " + " | ".join(f"{m} {arrows[m]}" for m in METRICS) + " | s / image |"
     rows = [head, "|---|" + "---|" * (len(METRICS) + 1)]
     for name, row in result["table"].items():

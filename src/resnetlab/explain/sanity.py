@@ -3,7 +3,9 @@
 A map that explains the *model* must change when the model's weights are destroyed. Model-parameter
 randomisation re-initialises the net cascading from the head down, one stage at a time, and measures
 how much each image's map still agrees with the trained model's (Spearman rank correlation of the maps
-at the layer's resolution). Data-label randomisation compares with a model trained on shuffled labels.
+at the layer's resolution; a map that goes flat counts as 0, so collapsing maps cannot hide behind the
+few that survive). Data-label randomisation compares with a model trained on shuffled labels
+(``resnetlab train --shuffle-labels``).
 
 Flag rule (fixed here, before any measurement): a method is flagged when, with the head and every stage
 down to the one holding the explained layer randomised, the mean rank correlation over images is still
@@ -25,6 +27,14 @@ from .cam import cam_maps
 __all__ = ["SURVIVES", "cascade_steps", "rank_correlation", "cascading_randomization", "label_randomization"]
 
 SURVIVES = 0.5
+
+
+def _agreement(trained: Tensor, other: Tensor) -> Tensor:
+    """Rank correlation per image; where only ``other`` is flat, 0 (nothing of the trained map is left),
+    where the trained map is flat, NaN (nothing to compare)."""
+    rho = rank_correlation(trained, other)
+    flat = trained.flatten(1).amax(1) == trained.flatten(1).amin(1)
+    return torch.where(rho.isnan() & ~flat, torch.zeros_like(rho), rho)
 
 
 def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
@@ -61,9 +71,11 @@ def cascade_steps(model: nn.Module) -> list[tuple[str, list[str]]]:
         if current:
             stages[-1] += current if stages else []
             stages = stages or [current]
-        head = getattr(model, "classifier_name", "fc")
+        # the head: every child with parameters outside the trunk (VGG's whole classifier, not its last layer)
+        head = [n for n, m in model.named_children() if next(m.parameters(), None) is not None
+                and not any(t == n or t.startswith(n + ".") for t in trunk)]
         named = [("stem" if i == 0 and len(s) > 1 else s[-1], s) for i, s in enumerate(stages)]
-        return [(head, [head])] + list(reversed(named))
+        return [(getattr(model, "classifier_name", "fc").split(".")[0], head)] + list(reversed(named))
     children = [n for n, _ in model.named_children()]
     return [(n, [n]) for n in reversed(children)]
 
@@ -96,10 +108,9 @@ def cascading_randomization(model: nn.Module, layer_name: str, x: Tensor, target
     for (step, names), state in zip(cascade_steps(model), snapshots):
         broken.load_state_dict(state)
         maps, _, _ = cam_maps(broken, broken_modules[layer_name], x, targets, method, batch_size=batch_size)
-        rho = rank_correlation(base, maps)
+        rho = _agreement(base, maps)
         steps.append({"step": step, "mean_rho": float(np.nanmean(rho.numpy())) if (~rho.isnan()).any() else None,
-                      "flat_maps": int(rho.isnan().sum()), "rho": [None if np.isnan(v) else float(v)
-                                                                   for v in rho.tolist()]})
+                      "flat_maps": _flat(maps), "rho": [None if np.isnan(v) else float(v) for v in rho.tolist()]})
         if flagged_at is None and (layer_name == step or layer_name.startswith(step + ".") or
                                    any(layer_name == n or layer_name.startswith(n + ".") for n in names)):
             flagged_at = len(steps) - 1
@@ -120,8 +131,13 @@ def label_randomization(model: nn.Module, shuffled: nn.Module, layer_name: str, 
                              batch_size=batch_size)
     b, _, _ = cam_maps(shuffled, dict(shuffled.named_modules())[layer_name], x, targets, method,
                        batch_size=batch_size)
-    rho = rank_correlation(a, b)
+    rho = _agreement(a, b)
     ok = ~rho.isnan()
-    return {"method": method, "mean_rho": float(rho[ok].mean()) if ok.any() else None,
-            "flat_maps": int((~ok).sum())}
+    return {"method": method, "mean_rho": float(rho[ok].mean()) if ok.any() else None, "flat_maps": _flat(b),
+            "rho": [None if np.isnan(v) else float(v) for v in rho.tolist()]}
+
+
+def _flat(maps: Tensor) -> int:
+    """How many maps are constant (they single out nothing; their correlation counts as 0)."""
+    return int((maps.flatten(1).amax(1) == maps.flatten(1).amin(1)).sum())
 
