@@ -20,7 +20,8 @@ Rules, fixed before the first run:
 - R3: a method passes the data-randomisation test when the mean rank correlation of its maps with the
   shuffled-label net's is below SURVIVES (0.5), the threshold of the model-randomisation flag.
 
-Writes docs/analysis/explain/ (report.md, provenance.json, results.json, explain_residual.png).
+Writes docs/analysis/explain/ (report.md, provenance.json, results.json, explain_residual.png) and
+refreshes docs/analysis/README.md, the index of the analysis reports.
 
     python benchmarks/explain_residual.py --data ../shared/data/cifar10-jpeg.tar.gz --epochs 10
 """
@@ -139,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "provenance.json", json.dumps({k: env.get(k) for k in
                                                            ("command", "date", "cpu", "gpu", "git", "dirty")}) + "\n")
     atomic_write_text(out / "report.md", report(env, results))
+    if out.parent.name == "analysis":  # docs/analysis: its README indexes every report, this one included
+        from analysis_docs import write_readme
+
+        write_readme(out.parent)
     return 0
 
 
