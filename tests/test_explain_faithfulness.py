@@ -85,6 +85,12 @@ def test_road_and_the_verdict_against_baselines():
     assert table["good"]["road"]["vs"]["random"]["verdict"] == "beats"
     again = compare(scores, baselines=("random",), n=200, seed=0)
     assert again == table  # seeded: the same intervals twice
+    inverted = 1.0 - maps["good"]  # points everywhere but the object: worse than chance
+    scores["inverted"] = score_maps(model, x, inverted, t, steps=8)
+    table = compare(scores, baselines=("random",), n=200, seed=0)
+    assert table["inverted"]["deletion_auc"]["vs"]["random"]["verdict"] == "loses"
+    assert table["inverted"]["deletion_auc"]["vs"]["random"]["better_by"] < 0
+    assert table["random"]["deletion_auc"]["vs"] == {}  # a baseline is not compared with itself
 
 
 def test_average_drop_and_increase_in_confidence_as_torch_cam_defines_them():

@@ -25,13 +25,15 @@ def add_explain_verb(sub) -> None:
     e.add_argument("--split", default="test")
     e.add_argument("--limit", type=int, default=200, help="images of the split (a fixed seeded subset)")
     e.add_argument("--out", help="folder for PNGs, JSONs and the gallery (default: explain/ in the run directory)")
-    e.add_argument("--evaluate", action="store_true", help="measure faithfulness (deletion, insertion, ROAD) "
+    e.add_argument("--evaluate", action="store_true", help="measure faithfulness (deletion, insertion, ROAD, "
+                                                           "Average Drop) "
                                                            "against random and centre-bias maps")
     e.add_argument("--methods", default="gradcam,gradcam++,layercam,scorecam", help="--evaluate: methods")
     e.add_argument("--bootstrap", type=int, default=1000)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--no-sanity", action="store_true", help="--evaluate: skip the model-randomisation checks")
-    e.add_argument("--shuffled-checkpoint", help="--evaluate: a run trained on shuffled labels (Adebayo et al.)")
+    e.add_argument("--shuffled-checkpoint", help="--evaluate: a run of the same model trained on shuffled labels "
+                                                 "(`resnetlab train --shuffle-labels`; Adebayo et al. 2018)")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_cmd_explain)

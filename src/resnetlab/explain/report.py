@@ -62,8 +62,11 @@ def evaluate_explanations(checkpoint: str | os.PathLike, *, data: str | os.PathL
         "curves": {k: {c: v[c].mean(0).tolist() for c in ("deletion", "insertion", "morf_curve", "lerf_curve")}
                    for k, v in scores.items()}}
     if sanity:
-        result["sanity"] = [cascading_randomization(model, ex0.layer, x[:32], targets[:32], m, seed=seed)
-                            for m in methods]
+        result["sanity"] = []
+        with Progress(len(methods), "sanity (cascading randomisation)", unit="method", enabled=progress) as bar:
+            for m in methods:
+                result["sanity"].append(cascading_randomization(model, ex0.layer, x[:32], targets[:32], m, seed=seed))
+                bar.update(1)
     if shuffled_checkpoint is not None:
         shuffled = load_explainable(shuffled_checkpoint).model
         result["label_randomization"] = [label_randomization(model, shuffled, ex0.layer, x[:32], targets[:32], m)
