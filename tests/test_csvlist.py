@@ -36,7 +36,7 @@ def test_a_csv_with_splits_trains_and_reports_a_missing_file(tmp_path):
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
     csv_path = tmp_path / "labels.csv"
     assert available_splits(csv_path) == {"train", "test"}
-    train = open_dataset(csv_path, "train", progress=False)
+    train = open_dataset(csv_path, "train", progress=False, cache_dir=tmp_path / "cache")
     assert train.classes == ["benign", "malignant"] and len(train) == 20
     assert [p for p, _ in train.skipped] == [str(tmp_path / "imgs" / "gone.png")]
     assert train.targets.tolist() == [i % 2 for i in range(20)]

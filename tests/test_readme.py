@@ -35,6 +35,7 @@ def _images(root: Path) -> None:
 def test_readme_python_life_cycle_runs_as_written(tmp_path, monkeypatch):
     _images(tmp_path)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RESNETLAB_CACHE", str(tmp_path / "cache"))  # not the user's own cache
     scope: dict = {}
     exec(compile(_snippet(), str(README), "exec"), scope)  # noqa: S102 - our own README
     result, ev, top = scope["result"], scope["ev"], scope["top"]
