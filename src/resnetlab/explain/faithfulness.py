@@ -29,6 +29,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .cam import normalize_maps
+
 __all__ = ["METRICS", "HIGHER_IS_BETTER", "baseline_maps", "deletion_insertion", "noisy_linear_impute", "road",
            "average_drop", "pixel_order", "score_maps", "compare", "bootstrap_mean"]
 
@@ -184,9 +186,7 @@ def average_drop(model: nn.Module, x: Tensor, maps: Tensor, targets: Tensor, *,
     """Per image: ``average_drop`` max(0, p - p') / p and ``confidence_increase`` (1.0 when p' > p), where
     p' is the target's probability on ``x`` times its map rescaled to [0, 1] (0 is the data mean after
     normalisation), as torch-cam's ClassificationMetric computes them."""
-    flat = maps.flatten(1)
-    lo, hi = flat.min(1).values.view(-1, 1, 1), flat.max(1).values.view(-1, 1, 1)
-    m = ((maps - lo) / (hi - lo).clamp(min=1e-12)).unsqueeze(1).to(x.device, x.dtype)
+    m = normalize_maps(maps).unsqueeze(1).to(x.device, x.dtype)
     p, q = _probs(model, x, targets, batch_size), _probs(model, x * m, targets, batch_size)
     return {"average_drop": (p - q).clamp(min=0) / (p + 1e-7), "confidence_increase": (q > p).double()}
 

@@ -41,17 +41,16 @@ def evaluate_explanations(checkpoint: str | os.PathLike, *, data: str | os.PathL
     ex0 = explain(trained, x[:1], method="gradcam", layer=layer)
     with torch.no_grad():
         targets = model(x).argmax(1)
-    scores, seconds, maps_of = {}, {}, {}
+    scores, seconds = {}, {}
     with Progress(len(methods) + len(BASELINES), "faithfulness", unit="method", enabled=progress) as bar:
         for kind in BASELINES:
-            maps_of[kind] = baseline_maps(kind, len(x), size, seed=seed, grid=tuple(ex0.raw.shape[-2:]))
-            scores[kind] = score_maps(model, x, maps_of[kind], targets, steps=steps, seed=seed)
+            base = baseline_maps(kind, len(x), size, seed=seed, grid=tuple(ex0.raw.shape[-2:]))
+            scores[kind] = score_maps(model, x, base, targets, steps=steps, seed=seed)
             bar.update(1)
         for method in methods:
             t0 = time.perf_counter()
             ex = explain(trained, x, method=method, layer=ex0.layer, target=targets.tolist())
             seconds[method] = (time.perf_counter() - t0) / len(x)
-            maps_of[method] = ex.maps
             scores[method] = score_maps(model, x, ex.maps, targets, steps=steps, seed=seed)
             bar.update(1)
     table = compare({k: {m: v[m] for m in METRICS} for k, v in scores.items()}, BASELINES, n=bootstrap, seed=seed)
