@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch.nn as nn
 
-from .weights import load_weights
+from .weights import load_weights, read_state_dict
 from .base import FeatureExtractor
-from .registry import build_model
+from .registry import build_model, get_entry
+from .widths import apply_widths, check_widths, read_widths
 
 __all__ = ["create_model"]
 
@@ -23,6 +24,7 @@ def create_model(
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
     strict: bool = True,
+    widths: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> nn.Module:
     """Build a registered model by name.
@@ -37,6 +39,8 @@ def create_model(
         features_only: return a backbone giving the feature maps at ``out_indices``
             (default C2..C5, i.e. indices 1..4) with ``feature_info`` (channels, stride).
         strict: refuse weights with missing, unexpected or mis-shaped tensors.
+        widths: per-layer widths of a pruned model (:func:`resnetlab.models.widths.layer_widths`);
+            read from ``weights`` when that file carries them (a pruned safetensors file or checkpoint).
         **options: model options (``shortcut``, ``stem``, ``drop_path_rate``...); an unknown
             one raises a ValueError listing what the model takes.
     """
@@ -46,8 +50,19 @@ def create_model(
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     model = build_model(name, **kwargs)
+    state = None
+    if weights is not None and widths is None:
+        widths, pruned_from = read_widths(weights)
+        if widths is not None:
+            if pruned_from and pruned_from != name:
+                raise ValueError(f"{weights}: a pruned {pruned_from}; create it as {pruned_from!r}, not {name!r}")
+            state = read_state_dict(weights)
+            check_widths(widths, state, str(weights))
+    if widths is not None:
+        size = get_entry(name).input_size
+        apply_widths(model, widths, source=str(weights or "widths"), input_size=(in_chans, *size[1:]))
     if weights is not None:
-        load_weights(model, weights, strict=strict)
+        load_weights(model, state if state is not None else weights, strict=strict)
     if features_only:
         model = FeatureExtractor(model, out_indices)
         model.model_name = name  # type: ignore[assignment]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -44,24 +44,49 @@ class ResidualAdd(nn.Module):
 class ShortcutA(nn.Module):
     """He et al. 2015 option A: identity with strided subsampling and zero-padded extra channels.
 
-    It has no parameters, which is the point of option A (paper §3.3 and Table 3).
+    It has no parameters, which is the point of option A (paper §3.3 and Table 3). After structured
+    pruning the identity is no longer "the first ``in_chs`` channels": ``channel_map[j]`` says which
+    input channel output ``j`` carries (-1: zeros), so both sides of the addition can lose channels
+    independently (:mod:`resnetlab.compress.prune`).
     """
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
+    def __init__(self, in_chs: int, out_chs: int, stride: int, channel_map: Sequence[int] | None = None) -> None:
         super().__init__()
         if out_chs < in_chs:
             raise ValueError(f"option A shortcut cannot reduce channels ({in_chs} -> {out_chs})")
         self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
+        self.mapped = False
+        if channel_map is not None:
+            self.set_channel_map(channel_map, in_chs)
+
+    def channel_map(self) -> list[int]:
+        """Output channel j carries input channel ``map[j]``; -1 is a zero channel."""
+        if self.mapped:
+            return [-1 if v == self.in_chs else int(v) for v in self.index.tolist()]
+        return list(range(self.in_chs)) + [-1] * (self.out_chs - self.in_chs)
+
+    def set_channel_map(self, channel_map: Sequence[int], in_chs: int) -> None:
+        cmap = [int(v) for v in channel_map]
+        used = [v for v in cmap if v != -1]
+        if not cmap or any(not 0 <= v < in_chs for v in used) or len(set(used)) != len(used):
+            raise ValueError(f"a channel map lists distinct input channels in [0, {in_chs}) or -1 (zeros), "
+                             f"got {cmap!r}")
+        self.in_chs, self.out_chs, self.mapped = in_chs, len(cmap), True
+        # index in_chs is the zero channel appended in forward; a buffer, so it moves with .to(device)
+        index = torch.tensor([v if v != -1 else in_chs for v in cmap], dtype=torch.long)
+        self.register_buffer("index", index, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.stride != 1:
             x = x[:, :, :: self.stride, :: self.stride]
+        if self.mapped:
+            return F.pad(x, (0, 0, 0, 0, 0, 1)).index_select(1, self.index)
         if self.out_chs != self.in_chs:
             x = F.pad(x, (0, 0, 0, 0, 0, self.out_chs - self.in_chs))
         return x
 
     def extra_repr(self) -> str:
-        return f"{self.in_chs}, {self.out_chs}, stride={self.stride}"
+        return f"{self.in_chs}, {self.out_chs}, stride={self.stride}" + (", mapped" if self.mapped else "")
 
 
 class SqueezeExcite(nn.Module):

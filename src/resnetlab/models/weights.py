@@ -168,7 +168,11 @@ def load_weights(model: nn.Module, weights: str | os.PathLike | Mapping[str, Ten
 
 def save_weights(model_or_state: nn.Module | Mapping[str, Tensor], path: str | os.PathLike,
                  metadata: Mapping[str, str] | None = None) -> Path:
-    """Write a state dict as safetensors, atomically (:func:`resnetlab.utils.fileio.atomic_path`)."""
+    """Write a state dict as safetensors, atomically (:func:`resnetlab.utils.fileio.atomic_path`).
+
+    Given a module, the file's metadata also holds its per-layer widths and registered name
+    (:mod:`resnetlab.models.widths`), so ``create_model(name, weights=path)`` rebuilds a pruned model.
+    """
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -176,7 +180,12 @@ def save_weights(model_or_state: nn.Module | Mapping[str, Tensor], path: str | o
         raise ValueError(f"weights are saved as safetensors; name the file *.safetensors, got {path.name!r}")
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    meta = {"format": "pt", **{str(k): str(v) for k, v in (metadata or {}).items()}}
+    meta = {"format": "pt"}
+    if isinstance(model_or_state, nn.Module):  # its per-layer widths, so a pruned model loads back as itself
+        from .widths import widths_metadata
+
+        meta.update(widths_metadata(model_or_state))
+    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
     with atomic_path(path) as tmp:  # temp file, fsync, rename, folder fsync; the old file until then
         save_file(tensors, str(tmp), metadata=meta)
     return path

@@ -25,6 +25,7 @@ from ..data import mix_batch
 from ..data.medmnist import medmnist_positive
 from ..eval import collect_logits, task_metrics
 from ..models import create_model
+from ..models.widths import layer_widths
 from ..utils import Progress
 from .checkpoint import (TrainingDiverged, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                          update_checkpoint)
@@ -93,6 +94,7 @@ class Trainer:
         self.train_batches = make_batches(self.data, cfg, self.info, split="train")
         self.eval_batches = make_batches(self.data, cfg, self.info, split="val")
         self.test_batches = make_batches(self.data, cfg, self.info, split="test")
+        self._resume_widths = (resume_state or {}).get("widths")
         self._build_model(resuming=resume_state is not None)
         self.state = {"epoch": 0, "batch": 0, "global_step": 0, "wall_time_s": 0.0, "train_time_s": 0.0,
                       "train_images": 0, "best_score": -math.inf, "history": [], "epoch_sums": [0.0, 0, 0, 0]}
@@ -136,8 +138,10 @@ class Trainer:
         self.num_classes = cfg.num_classes or len(data.classes)
         self.in_chans = cfg.in_chans or data.in_chans
         path, self.pretrained = (None, None) if resuming else starting_weights(cfg)  # a resume has its own
+        # a resumed run rebuilds the widths it had (a pruned model's), a new one takes those of its weights file
+        widths = (self._resume_widths or None) if resuming else None
         model = create_model(cfg.model, num_classes=self.num_classes, in_chans=self.in_chans, weights=path,
-                             **cfg.model_kwargs)
+                             widths=widths, **cfg.model_kwargs)
         if path is not None:
             log.info("starting from %s (%s)", path, self.pretrained["source"])
             if remake_head(model, self.pretrained, list(data.classes)):
@@ -184,7 +188,7 @@ class Trainer:
             "num_classes": self.num_classes, "in_chans": self.in_chans, "classes": list(d.classes),
             "preprocess": d.preprocess.to_dict(),
             "precision": {"amp": self.amp, "channels_last": self.channels_last}, "pretrained": self.pretrained,
-            "task": self.task,
+            "task": self.task, "widths": layer_widths(unwrap(self.model)),
         }
 
     def _save(self, name: str) -> None:
