@@ -54,6 +54,11 @@ class TrainConfig:
     layer_decay: float = _f(1.0, "per-stage learning-rate decay below the head: stage k from the top gets "
                                  "layer_decay**k (1: off; e.g. 0.7)")
     freeze_bn: bool = _f(False, "keep batch norm in eval mode (running statistics frozen): for tiny batches")
+    # --- distillation (Hinton et al. 2015) ---
+    distill_from: str | None = _f(None, "teacher: a resnetlab checkpoint or run directory trained on the same classes; "
+                                        "the loss becomes (1 - distill_alpha) * task loss + distill_alpha * T^2 * KL")
+    distill_alpha: float = _f(0.5, "weight of the teacher's soft targets in [0, 1]")
+    distill_temperature: float = _f(4.0, "softmax temperature T of the soft targets (> 0)")
     # --- data ---
     data: str | None = _f(None, "folder (train/ + val/ or test/), CIFAR-10 archive/folder or MedMNIST .npz")
     val_split: float = _f(0.0, "validation split, evaluated each epoch to select best.pt: 0 (auto) uses the data's own "
@@ -201,6 +206,9 @@ def _check_imbalance(cfg: TrainConfig) -> None:
     if not 0.0 < cfg.layer_decay <= 1.0 or cfg.backbone_lr_scale < 0:
         raise ValueError(f"layer_decay must be in (0, 1] and backbone_lr_scale >= 0, got {cfg.layer_decay!r} and "
                          f"{cfg.backbone_lr_scale!r}")
+    if not 0.0 <= cfg.distill_alpha <= 1.0 or not cfg.distill_temperature > 0:
+        raise ValueError(f"distill_alpha must be in [0, 1] and distill_temperature > 0, got {cfg.distill_alpha!r} "
+                         f"and {cfg.distill_temperature!r}")
     if cfg.focal_gamma > 0 and (cfg.mixup > 0 or cfg.cutmix > 0 or cfg.label_smoothing > 0):
         raise ValueError(f"focal_gamma={cfg.focal_gamma} takes hard labels: it does not combine with mixup, cutmix "
                          "or label_smoothing (set them to 0)")

@@ -33,6 +33,7 @@ from .config import TrainConfig, resumed_config, save_config, to_dict
 from .decisions import (build_objective, check_task, class_counts, describe_point, operating_point, selection_score,
                         task_of, test_row, threshold_setting)
 from .finetune import FinetunePolicy, remake_head, starting_weights
+from .distill import Distiller
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .loaders import build_data, generator, make_batches
 from .metrics_log import RunLog, claim_run_dir
@@ -95,6 +96,7 @@ class Trainer:
         self.eval_batches = make_batches(self.data, cfg, self.info, split="val")
         self.test_batches = make_batches(self.data, cfg, self.info, split="test")
         self._resume_widths = (resume_state or {}).get("widths")
+        self._resume_distill = (resume_state or {}).get("distill")
         self._build_model(resuming=resume_state is not None)
         self.state = {"epoch": 0, "batch": 0, "global_step": 0, "wall_time_s": 0.0, "train_time_s": 0.0,
                       "train_images": 0, "best_score": -math.inf, "history": [], "epoch_sums": [0.0, 0, 0, 0]}
@@ -163,6 +165,7 @@ class Trainer:
         self.model = model
         self._named_params = list(model.named_parameters())  # frozen ones have no grad and are passed over
         self.ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.distiller = self._distiller()
         self.objective = build_objective(cfg, self.train_counts, self.data.classes, self.device, task=self.task,
                                          num_train=len(self.data.train))
         self.optimizer = build_optimizer(model, cfg, None if self.policy.trivial else self.policy.lr_scales(model))
@@ -175,6 +178,16 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.net = torch.compile(net) if cfg.compile else net
+
+    def _distiller(self) -> Distiller | None:
+        if not self.cfg.distill_from:
+            return None
+        if self.task == "multilabel":
+            raise ValueError("distill_from: distillation takes multiclass and binary runs, this one is multi-label")
+        started = (self._resume_distill or {}).get("sha256")
+        return Distiller(self.cfg.distill_from, alpha=self.cfg.distill_alpha, temperature=self.cfg.distill_temperature,
+                         classes=list(self.data.classes), in_chans=self.in_chans, device=self.device,
+                         channels_last=bool(self.channels_last), expect_sha256=started)
 
     # --- checkpoints -------------------------------------------------------------------------
     def _payload(self) -> dict[str, Any]:
@@ -189,6 +202,7 @@ class Trainer:
             "preprocess": d.preprocess.to_dict(),
             "precision": {"amp": self.amp, "channels_last": self.channels_last}, "pretrained": self.pretrained,
             "task": self.task, "widths": layer_widths(unwrap(self.model)),
+            "distill": self.distiller.record if self.distiller else None,
         }
 
     def _save(self, name: str) -> None:
@@ -232,6 +246,8 @@ class Trainer:
         with autocast(self.device, self.amp):
             logits = self.net(x)
             loss = self.objective(logits.float(), target, label_smoothing=smoothing)
+            if self.distiller is not None:
+                loss = self.distiller.loss(loss, logits, x)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingDiverged(f"loss is {value} at {self._where(epoch, b)}; stopping. The last good "
