@@ -1,8 +1,8 @@
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from extras_helpers import on_ci
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data from the repo root
 
@@ -10,10 +10,6 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shar
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
-
-def on_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 def shared_cifar10(shared: Path = SHARED_DATA) -> Path:
@@ -38,14 +34,3 @@ def shared_cifar10(shared: Path = SHARED_DATA) -> Path:
 def real_cifar10():
     """CIFAR-10 as JPEG folders (cifar10/train/<class>/*.jpg, cifar10/test/...), from ../shared/data."""
     return shared_cifar10()
-
-
-def need(module: str, extra: str):
-    """Import an optional package, or skip — and fail under ``CI=true``, where `make test` installed it."""
-    try:
-        return __import__(module)
-    except ImportError:
-        reason = f"{module} is not installed (pip install 'resnetlab[{extra}]'; `make test` installs it)"
-        if on_ci():
-            pytest.fail(f"{reason}; with CI=true this test must run, not skip", pytrace=False)
-        pytest.skip(reason, allow_module_level=True)

@@ -99,7 +99,7 @@ def load_trained(checkpoint: str | os.PathLike, *, ema: bool = False,
     path = checkpoint_path(checkpoint)
     ck = read_checkpoint(path)
     model = create_model(ck["model_name"], num_classes=ck["num_classes"], in_chans=ck["in_chans"],
-                         widths=ck.get("widths"), **ck["model_kwargs"])  # widths: a pruned model's own
+                         layer_widths=ck.get("widths"), **ck["model_kwargs"])  # widths: a pruned model's own
     state = ck["model"]
     if ema:
         if not ck.get("ema"):

@@ -24,7 +24,7 @@ def create_model(
     features_only: bool = False,
     out_indices: Sequence[int] | None = None,
     strict: bool = True,
-    widths: Mapping[str, Any] | None = None,
+    layer_widths: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> nn.Module:
     """Build a registered model by name.
@@ -39,7 +39,7 @@ def create_model(
         features_only: return a backbone giving the feature maps at ``out_indices``
             (default C2..C5, i.e. indices 1..4) with ``feature_info`` (channels, stride).
         strict: refuse weights with missing, unexpected or mis-shaped tensors.
-        widths: per-layer widths of a pruned model (:func:`resnetlab.models.widths.layer_widths`);
+        layer_widths: per-layer widths of a pruned model (:func:`resnetlab.models.widths.layer_widths`);
             read from ``weights`` when that file carries them (a pruned safetensors file or checkpoint).
         **options: model options (``shortcut``, ``stem``, ``drop_path_rate``...); an unknown
             one raises a ValueError listing what the model takes.
@@ -50,19 +50,25 @@ def create_model(
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     model = build_model(name, **kwargs)
-    state = None
+    state, widths, saved_from = None, layer_widths, None
     if weights is not None and widths is None:
-        widths, pruned_from = read_widths(weights)
-        if widths is not None:
-            if pruned_from and pruned_from != name:
-                raise ValueError(f"{weights}: a pruned {pruned_from}; create it as {pruned_from!r}, not {name!r}")
+        widths, saved_from = read_widths(weights)
+        if saved_from and saved_from != name:
+            widths = None  # another model's widths: load as is, and say whose file it is if it does not fit
+        elif widths is not None:
             state = read_state_dict(weights)
             check_widths(widths, state, str(weights))
     if widths is not None:
         size = get_entry(name).input_size
         apply_widths(model, widths, source=str(weights or "widths"), input_size=(in_chans, *size[1:]))
     if weights is not None:
-        load_weights(model, state if state is not None else weights, strict=strict)
+        try:
+            load_weights(model, state if state is not None else weights, strict=strict)
+        except ValueError as e:
+            if saved_from and saved_from != name:
+                raise ValueError(f"{e}\n(the file was saved from a {saved_from!r} model: "
+                                 f"create_model({saved_from!r}, weights=...) rebuilds it)") from None
+            raise
     if features_only:
         model = FeatureExtractor(model, out_indices)
         model.model_name = name  # type: ignore[assignment]

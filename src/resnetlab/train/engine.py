@@ -143,7 +143,7 @@ class Trainer:
         # a resumed run rebuilds the widths it had (a pruned model's), a new one takes those of its weights file
         widths = (self._resume_widths or None) if resuming else None
         model = create_model(cfg.model, num_classes=self.num_classes, in_chans=self.in_chans, weights=path,
-                             widths=widths, **cfg.model_kwargs)
+                             layer_widths=widths, **cfg.model_kwargs)
         if path is not None:
             log.info("starting from %s (%s)", path, self.pretrained["source"])
             if remake_head(model, self.pretrained, list(data.classes)):
