@@ -28,7 +28,7 @@ from .meta import EXTRA_FILE, META_KEY, ModelMeta
 from .runtimes import require
 
 __all__ = ["QUANT_BACKENDS", "QuantizeReport", "quantize_model", "top1", "logits_of", "calibration_images",
-           "test_batches"]
+           "test_batches", "qat_to_openvino"]
 
 QUANT_BACKENDS = {"openvino": ".xml", "onnxruntime": ".onnx", "torch": ".pt2"}
 
@@ -212,4 +212,45 @@ def quantize_model(model: nn.Module, meta: ModelMeta, out: str | os.PathLike, ba
     report = QuantizeReport(backend, str(out), sum(len(b) for b in calib), calib_source, n_val, val_source,
                             fp32, int8, size, seconds)
     atomic_write_text(out.with_name(out.name + ".quantize.json"), json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
+
+
+def qat_to_openvino(model: nn.Module, meta: ModelMeta, out: str | os.PathLike, *,
+                    check: list[np.ndarray] | None = None, min_agreement: float = 0.99) -> dict[str, Any]:
+    """The int8 OpenVINO IR of a quantization-aware model (:func:`resnetlab.models.qat.prepare_qat`): its
+    trained fake-quantizers become OpenVINO FakeQuantize nodes, which the CPU plugin runs as int8.
+
+    Written under a temporary name and kept only if, on the ``check`` images, its top-1 agrees with the eager
+    fake-quantized model on at least ``min_agreement`` of them (int8 kernels round differently from
+    fake-quantization in float, so bit-equality is not the test). Returns what the check measured.
+    """
+    ov = require("openvino")
+    out = Path(out)
+    if out.suffix.lower() != ".xml":
+        raise ValueError(f"an OpenVINO artefact's name must end in .xml, got {out.name!r}")
+    if not getattr(model, "resnetlab_qat", False):
+        raise ValueError("qat_to_openvino takes a quantization-aware model (a --qat run); for post-training "
+                         "int8 use quantize_model")
+    model = model.eval()
+    size = (meta.in_chans, meta.image_size, meta.image_size)
+    example = torch.zeros(2, *size)
+    with staged_artefact(out) as tmp:
+        with torch.no_grad():
+            ov_model = ov.convert_model(model, example_input=example, input=[(-1, *size)])
+        ov_model.set_rt_info(replace(meta, extra={**meta.extra, "precision": "int8", "qat": True}).to_json(),
+                             [META_KEY])
+        ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
+        runtime, got = load_artefact(tmp)
+        report: dict[str, Any] = {"path": str(out), "check_images": 0}
+        if check:
+            with torch.no_grad():
+                eager = torch.cat([model(torch.from_numpy(b)) for b in check])
+            ir = torch.cat([torch.from_numpy(np.asarray(runtime(b), dtype=np.float32)) for b in check])
+            agree = float((eager.argmax(1) == ir.argmax(1)).float().mean())
+            report.update(check_images=len(eager), top1_agreement=agree,
+                          max_abs_logit_diff=float((eager - ir).abs().max()))
+            if agree < min_agreement:
+                raise RuntimeError(f"the OpenVINO int8 IR of the QAT model agrees with it on {agree:.1%} of "
+                                   f"{len(eager)} images (< {min_agreement:.0%}); not written")
+        del runtime
     return report

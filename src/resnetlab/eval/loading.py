@@ -100,6 +100,11 @@ def load_trained(checkpoint: str | os.PathLike, *, ema: bool = False,
     ck = read_checkpoint(path)
     model = create_model(ck["model_name"], num_classes=ck["num_classes"], in_chans=ck["in_chans"],
                          layer_widths=ck.get("widths"), **ck["model_kwargs"])  # widths: a pruned model's own
+    if ck.get("qat"):  # a quantization-aware run: its fake-quantizers, whose trained ranges the state dict holds
+        from ..models.qat import rebuild_qat
+
+        pre = checkpoint_preprocess(ck, str(path))
+        model = rebuild_qat(model, (ck["in_chans"], pre.image_size, pre.image_size))
     state = ck["model"]
     if ema:
         if not ck.get("ema"):

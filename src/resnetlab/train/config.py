@@ -59,6 +59,10 @@ class TrainConfig:
                                         "the loss becomes (1 - distill_alpha) * task loss + distill_alpha * T^2 * KL")
     distill_alpha: float = _f(0.5, "weight of the teacher's soft targets in [0, 1]")
     distill_temperature: float = _f(4.0, "softmax temperature T of the soft targets (> 0)")
+    # --- quantization-aware training (NNCF) ---
+    qat: bool = _f(False, "train with int8 fake-quantizers (NNCF, OpenVINO's CPU scheme) whose ranges start from "
+                          "qat_calib_images validation images; export with resnetlab compress or qat_to_openvino")
+    qat_calib_images: int = _f(300, "images that initialise the int8 ranges of a QAT run")
     # --- data ---
     data: str | None = _f(None, "folder (train/ + val/ or test/), CIFAR-10 archive/folder or MedMNIST .npz")
     val_split: float = _f(0.0, "validation split, evaluated each epoch to select best.pt: 0 (auto) uses the data's own "
@@ -171,7 +175,7 @@ def _check(cfg: TrainConfig) -> None:
     for key, choices in _CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise ValueError(f"{key} must be one of {choices}, got {getattr(cfg, key)!r}")
-    positive = ("epochs", "batch_size", "eval_batch_size", "eval_every")
+    positive = ("epochs", "batch_size", "eval_batch_size", "eval_every", "qat_calib_images")
     for key in positive:
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)!r}")

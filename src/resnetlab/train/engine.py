@@ -25,6 +25,7 @@ from ..data import mix_batch
 from ..data.medmnist import medmnist_positive
 from ..eval import collect_logits, task_metrics
 from ..models import create_model
+from ..models.qat import prepare_qat, qat_record
 from ..models.widths import layer_widths
 from ..utils import Progress
 from .checkpoint import (TrainingDiverged, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
@@ -149,6 +150,8 @@ class Trainer:
             if remake_head(model, self.pretrained, list(data.classes)):
                 log.info("classifier re-made for %s: the weights' head was trained for %s", list(data.classes),
                          self.pretrained["classes"])
+        if cfg.qat:  # a resume rebuilds the same quantizer layout; _restore then loads the trained ranges
+            model = prepare_qat(model, self._calibration(cfg.qat_calib_images))
         self.policy = FinetunePolicy.from_config(cfg)
         if self.policy.mode == "gradual" and self.info.enabled:
             raise ValueError("finetune='gradual' changes which parameters train mid-run, which DistributedDataParallel "
@@ -179,6 +182,18 @@ class Trainer:
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.net = torch.compile(net) if cfg.compile else net
 
+    def _calibration(self, n: int) -> list[torch.Tensor]:
+        """The first ``n`` validation images under the evaluation preprocessing (QAT's starting ranges)."""
+        out, have = [], 0
+        for x, *_ in self.eval_batches.epoch(0):
+            out.append(x[: n - have])
+            have += len(out[-1])
+            if have >= n:
+                break
+        if not have:
+            raise ValueError("qat: quantization-aware training calibrates on the validation split, which is empty")
+        return out
+
     def _distiller(self) -> Distiller | None:
         if not self.cfg.distill_from:
             return None
@@ -203,6 +218,7 @@ class Trainer:
             "precision": {"amp": self.amp, "channels_last": self.channels_last}, "pretrained": self.pretrained,
             "task": self.task, "widths": layer_widths(unwrap(self.model)),
             "distill": self.distiller.record if self.distiller else None,
+            "qat": qat_record(self.cfg.qat_calib_images) if self.cfg.qat else None,
         }
 
     def _save(self, name: str) -> None:
