@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from .. import __version__
 from .deploy import add_deploy_verbs
+from .compress import add_compress_verb
 from .explain import add_explain_verb
 
 __all__ = ["main", "parse_kwargs"]
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     add_deploy_verbs(sub)
     add_explain_verb(sub)
+    add_compress_verb(sub)
     _add_analysis(sub)
     r = sub.add_parser("recipes", help="list the training recipes shipped with resnetlab, with their sources")
     r.set_defaults(func=_cmd_recipes)

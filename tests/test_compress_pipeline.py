@@ -1,0 +1,118 @@
+"""`resnetlab compress`: every step leaves its result, resumes, and the report's numbers are the models' own."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from extras_helpers import need
+from resnetlab.cli import main
+from resnetlab.compress import CompressConfig, PruneConfig, compress_steps
+from resnetlab.eval import eval_batches, load_trained, open_split
+from resnetlab.train.checkpoint import load_checkpoint
+from resnetlab.train.engine import fit
+from train_helpers import tiny_config, write_tree
+
+need("torch_pruning", "compress")
+need("openvino", "openvino")
+need("nncf", "openvino")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compress")
+    tree = write_tree(root / "colours", train=24, test=8, val=4, size=16)
+    fit(tiny_config(tree, root / "base", epochs=3, model_kwargs={"layers": (1, 1, 1), "widths": (16, 32, 64)}))
+    return root / "base"
+
+
+def _eager_top1(checkpoint) -> float:
+    trained = load_trained(checkpoint)
+    batches = eval_batches(open_split(trained, None, "test"), trained.preprocess, batch_size=64)
+    hits = n = 0
+    with torch.no_grad():
+        for x, y, *_ in batches.epoch(0):
+            hits += int((trained.model(x).argmax(1) == y).sum())
+            n += len(y)
+    return hits / n
+
+
+def test_the_whole_pipeline_and_its_report(base, tmp_path, capsys):
+    out = tmp_path / "c"
+    args = ["compress", "--checkpoint", str(base), "--out", str(out), "--prune-ratio", "0.5", "--finetune-epochs",
+            "2", "--distill", "--qat-epochs", "1", "--calib-images", "16", "--seconds", "0.05", "--repeats", "1"]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = report["rows"]
+    assert [(r["step"], r["precision"]) for r in rows] == [
+        ("original", "fp32"), ("original", "int8"), ("pruned", "fp32"), ("fine-tuned", "fp32"),
+        ("fine-tuned", "int8"), ("fine-tuned + QAT", "int8")]
+    prune = json.loads((out / "prune" / "prune.json").read_text())
+    assert all(r["macs"] == prune["macs_after"] for r in rows[2:]) and rows[0]["macs"] == prune["macs_before"]
+    assert rows[2]["params"] < 0.4 * rows[0]["params"] and rows[1]["mb"] < rows[0]["mb"]
+    # the rows' top-1 are the models' own: the original and the fine-tuned checkpoint in eager PyTorch
+    assert rows[0]["test_top1"] == pytest.approx(_eager_top1(base))
+    assert rows[3]["test_top1"] == pytest.approx(_eager_top1(out / "finetune" / "best.pt"))
+    assert abs(rows[5]["test_top1"] - _eager_top1(out / "qat" / "best.pt")) <= 1 / 24 + 1e-9
+    assert all(r["b32_img_s"] > 0 and r["b1_ms_min"] <= r["b1_ms"] <= r["b1_ms_max"] for r in rows)
+    assert load_checkpoint(out / "finetune" / "last.pt")["distill"]["file"].endswith("best.pt")
+    assert load_checkpoint(out / "qat" / "last.pt")["qat"]["backend"] == "nncf"
+    for name in ("report.md", "report.csv", "pareto.png"):
+        assert (out / name).stat().st_size > 0
+    assert "| fine-tuned + QAT | int8 |" in (out / "report.md").read_text()
+    # a second run keeps every step's result (the steps without the timing here, to keep the test short)
+    stamp = (out / "finetune" / "best.pt").stat().st_mtime_ns, (out / "qat" / "model.int8.xml").stat().st_mtime_ns
+    plan = json.loads((out / "plan.json").read_text())
+    again = compress_steps(CompressConfig(**{**plan, "prune": PruneConfig(**{**plan["prune"],
+                                                                             "keep": tuple(plan["prune"]["keep"])})}))
+    assert [r["test_top1"] for r in again] == [r["test_top1"] for r in rows]
+    assert stamp == ((out / "finetune" / "best.pt").stat().st_mtime_ns,
+                     (out / "qat" / "model.int8.xml").stat().st_mtime_ns)
+    # the same folder with other settings is refused, naming them
+    assert main([*args[:5], "--prune-ratio", "0.3", *args[7:]]) == 2
+    assert "other settings (prune)" in capsys.readouterr().err
+
+
+def test_a_run_stopped_mid_fine_tuning_finishes_as_if_never_stopped(base, tmp_path, monkeypatch):
+    def cfg(out):
+        return CompressConfig(checkpoint=str(base), out=str(out), prune=PruneConfig(ratio=0.5), finetune_epochs=2,
+                              int8=False, calib_images=8, train_overrides={"ckpt_every_steps": 1})
+
+    compress_steps(cfg(tmp_path / "ref"))
+    real, calls = F.cross_entropy, []
+
+    def stop(*a, **k):
+        calls.extend([1] if a[0].requires_grad else [])
+        if len(calls) == 8:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(F, "cross_entropy", stop)
+        with pytest.raises(KeyboardInterrupt):
+            compress_steps(cfg(tmp_path / "run"))
+    assert load_checkpoint(tmp_path / "run" / "finetune" / "last.pt")["global_step"] == 7
+    rows = compress_steps(cfg(tmp_path / "run"))
+    ref = load_checkpoint(tmp_path / "ref" / "finetune" / "last.pt")
+    got = load_checkpoint(tmp_path / "run" / "finetune" / "last.pt")
+    assert got["global_step"] == ref["global_step"] == 12
+    assert all(torch.equal(v, got["model"][k]) for k, v in ref["model"].items())
+    assert [r["step"] for r in rows] == ["original", "pruned", "fine-tuned"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(runtime="onnxruntime", qat_epochs=1), "exports through NNCF to OpenVINO"),
+    (dict(distill=True), "distill teaches the fine-tuning or QAT steps"),
+    (dict(calib_images=0), "calib_images and repeats must be >= 1"),
+    (dict(runtime="tensorrt"), "runtime must be one of"),
+])
+def test_settings_that_cannot_work_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CompressConfig(checkpoint="x", out="y", **kwargs)
+
+
+def test_the_cli_names_a_bad_ratio(base, tmp_path, capsys):
+    assert main(["compress", "--checkpoint", str(base), "--out", str(tmp_path / "c"), "--prune-ratio", "1.5"]) == 2
+    assert r"ratio must be in (0, 1), got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
