@@ -72,13 +72,13 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     from ..utils.plot import plain_number, save_figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     marker = {"fp32": "o", "int8": "s"}
     colours = {}
-    for r in rows:
-        c = colours.setdefault(r["step"], f"C{len(colours)}")
+    for r in rows:  # one colour per group (a benchmark's pruning ratio), else per step
+        c = colours.setdefault(r.get("group") or r["step"], f"C{len(colours)}")
         x, y = r["b32_img_s"], 100 * r["test_top1"]
         ax.errorbar(x, y, xerr=[[x - r["b32_img_s_min"]], [r["b32_img_s_max"] - x]], fmt=marker[r["precision"]],
                     color=c, ms=8, capsize=3)
@@ -93,8 +93,9 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_xscale("log")
     xs = [r["b32_img_s"] for r in rows]
     ax.set_xlim(min(xs) / 1.25, max(xs) * 1.6)  # room for the labels right of the fastest points
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(plain_number))
-    ax.xaxis.set_minor_formatter(FuncFormatter(plain_number))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("batch-32 throughput, images/s (log scale; bars: min-max of the rounds)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title(title, fontsize=11)
