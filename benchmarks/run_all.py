@@ -17,8 +17,10 @@ every file it writes names the commit and dirty state it was made at (resnetlab.
 | medmnist_fast            | benchmarks/results/medmnist_fast.{json,md}                    | ~22               |
 | explain                  | benchmarks/results/explain.{json,md} and explain/ (curves, gallery) | ~30         |
 | explain_residual         | docs/analysis/explain/ (ResNet-20 vs Plain-20, shuffled labels)| ~25 (3 trainings)  |
+| compress                 | benchmarks/results/compress.{json,md,png} (3 ratios, QAT)     | ~45               |
+| compress_resnet56        | benchmarks/results/compress_resnet56.{json,md}                | ~60 (2 arms)      |
 
-About 5 hours in all on the 2-core machine the published results come from.
+About 7 hours in all on the 2-core machine the published results come from.
 
     python benchmarks/run_all.py                       # everything, in order
     python benchmarks/run_all.py --only bench_models   # one job (comma-separated for several)
@@ -112,6 +114,10 @@ JOBS = [
         needs=[CHECKPOINT]),
     Job("explain_residual", lambda d: _py("explain_residual.py", "--data", d),
         ["docs/analysis/explain/"], 25),
+    Job("compress", lambda d: _py("compress_cifar.py", "--data", d, "--checkpoint", CHECKPOINT),
+        [f"benchmarks/results/compress.{e}" for e in ("json", "md", "png")], 45, needs=[CHECKPOINT]),
+    Job("compress_resnet56", lambda d: _py("compress_resnet56.py", "--data", d, "--epochs", "8"),
+        [f"benchmarks/results/compress_resnet56.{e}" for e in ("json", "md")], 60),
 ]
 
 
