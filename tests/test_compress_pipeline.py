@@ -116,3 +116,26 @@ def test_the_cli_names_a_bad_ratio(base, tmp_path, capsys):
     assert main(["compress", "--checkpoint", str(base), "--out", str(tmp_path / "c"), "--prune-ratio", "1.5"]) == 2
     assert r"ratio must be in (0, 1), got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_a_pruned_model_runs_on_onnx_runtime_in_fp32_and_int8(base, tmp_path):
+    """The ONNX Runtime path: the pruned, fine-tuned model exports and quantizes like any other, and the
+    Predictor serves the int8 file alone."""
+    need("onnxruntime", "onnx")
+    from resnetlab import Predictor
+
+    out = tmp_path / "ort"
+    rows = compress_steps(CompressConfig(checkpoint=str(base), out=str(out), prune=PruneConfig(ratio=0.5),
+                                         finetune_epochs=1, runtime="onnxruntime", calib_images=16))
+    assert [(r["step"], r["precision"], r["path"][-5:]) for r in rows] == [
+        ("original", "fp32", ".onnx"), ("original", "int8", ".onnx"), ("pruned", "fp32", ".onnx"),
+        ("fine-tuned", "fp32", ".onnx"), ("fine-tuned", "int8", ".onnx")]
+    assert rows[3]["test_top1"] == pytest.approx(_eager_top1(out / "finetune" / "best.pt"))
+    assert rows[4]["mb"] < rows[3]["mb"] < rows[0]["mb"]
+    trained = load_trained(out / "finetune" / "best.pt")
+    x = next(iter(eval_batches(open_split(trained, None, "test"), trained.preprocess, batch_size=8).epoch(0)))[0]
+    p = Predictor(out / "final" / "model.int8.onnx")
+    with torch.no_grad():
+        eager = trained.model.eval()(x).argmax(1)
+    got = [trained.classes.index(top[0][0]) for top in p.predict(x, topk=1)]
+    assert sum(int(g == e) for g, e in zip(got, eager.tolist())) >= 7  # int8 may flip a near-tie

@@ -43,6 +43,7 @@ __all__ = ["CompressConfig", "compress", "compress_steps"]
 
 log = logging.getLogger("resnetlab")
 RUNTIMES = ("openvino", "onnxruntime")
+EXPORT_FORMAT = {"openvino": "openvino", "onnxruntime": "onnx"}  # runtime -> resnetlab export format
 
 
 @dataclass(frozen=True)
@@ -150,11 +151,12 @@ def _as_trained(trained: TrainedModel, path: Path) -> TrainedModel:
 
 def _artefacts(trained: TrainedModel, cfg: CompressConfig, folder: Path, calib: list) -> dict[str, Path]:
     """FP32 on the runtime (checked against eager), and its post-training int8."""
-    ext = FORMATS[cfg.runtime]
+    fmt = EXPORT_FORMAT[cfg.runtime]
+    ext = FORMATS[fmt]
     meta = ModelMeta.from_trained(trained)
     fp32, int8 = folder / f"model{ext}", folder / f"model.int8{ext}"
     if not fp32.is_file():
-        export_model(trained.model, meta, fp32, cfg.runtime, dynamic_batch=True, check_inputs=torch.from_numpy(
+        export_model(trained.model, meta, fp32, fmt, dynamic_batch=True, check_inputs=torch.from_numpy(
             calib[0][:16]), check_source="16 calibration images")
     out = {"fp32": fp32}
     if cfg.int8:
