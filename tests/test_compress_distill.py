@@ -9,7 +9,7 @@ from resnetlab.train.checkpoint import load_checkpoint
 from resnetlab.train.config import from_dict, to_dict
 from resnetlab.train.distill import kd_loss
 from resnetlab.train.engine import Trainer, TrainingDiverged, fit
-from train_helpers import tiny_config, write_tree
+from train_helpers import interrupted_at, tiny_config, write_tree
 
 
 def test_kd_loss_is_hintons_t_squared_kl():
@@ -81,22 +81,12 @@ def test_the_teacher_is_frozen_and_runs_in_the_students_bf16(teachers, tmp_path)
     assert all(not p.requires_grad for p in teacher.parameters())
 
 
-def test_a_distilled_run_resumes_exactly_and_refuses_another_teacher(teachers, tmp_path, monkeypatch):
+def test_a_distilled_run_resumes_exactly_and_refuses_another_teacher(teachers, tmp_path):
     tree, good, rotated = teachers
     common = dict(epochs=2, ckpt_every_steps=1, distill_from=str(rotated), distill_alpha=0.7)
     fit(tiny_config(tree, tmp_path / "ref", **common))
-    real, calls = F.kl_div, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 5:
-            raise TrainingDiverged("interrupted")
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(F, "kl_div", interrupted)
-        with pytest.raises(TrainingDiverged, match="interrupted"):
-            fit(tiny_config(tree, tmp_path / "run", **common))
+    with interrupted_at(5, "kl_div"), pytest.raises(TrainingDiverged, match="interrupted"):
+        fit(tiny_config(tree, tmp_path / "run", **common))
     assert load_checkpoint(tmp_path / "run" / "last.pt")["global_step"] == 4
     fit(resume=tmp_path / "run")
     ref, res = load_checkpoint(tmp_path / "ref" / "last.pt"), load_checkpoint(tmp_path / "run" / "last.pt")

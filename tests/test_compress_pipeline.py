@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from extras_helpers import need
 from resnetlab.cli import main
@@ -12,7 +11,7 @@ from resnetlab.compress import CompressConfig, PruneConfig, compress_steps
 from resnetlab.eval import eval_batches, load_trained, open_split
 from resnetlab.train.checkpoint import load_checkpoint
 from resnetlab.train.engine import fit
-from train_helpers import tiny_config, write_tree
+from train_helpers import interrupted_at, tiny_config, write_tree
 
 need("torch_pruning", "compress")
 need("openvino", "openvino")
@@ -74,24 +73,14 @@ def test_the_whole_pipeline_and_its_report(base, tmp_path, capsys):
     assert "other settings (prune)" in capsys.readouterr().err
 
 
-def test_a_run_stopped_mid_fine_tuning_finishes_as_if_never_stopped(base, tmp_path, monkeypatch):
+def test_a_run_stopped_mid_fine_tuning_finishes_as_if_never_stopped(base, tmp_path):
     def cfg(out):
         return CompressConfig(checkpoint=str(base), out=str(out), prune=PruneConfig(ratio=0.5), finetune_epochs=2,
                               int8=False, calib_images=8, train_overrides={"ckpt_every_steps": 1})
 
     compress_steps(cfg(tmp_path / "ref"))
-    real, calls = F.cross_entropy, []
-
-    def stop(*a, **k):
-        calls.extend([1] if a[0].requires_grad else [])
-        if len(calls) == 8:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    with monkeypatch.context() as m:
-        m.setattr(F, "cross_entropy", stop)
-        with pytest.raises(KeyboardInterrupt):
-            compress_steps(cfg(tmp_path / "run"))
+    with interrupted_at(8, error=KeyboardInterrupt()), pytest.raises(KeyboardInterrupt):
+        compress_steps(cfg(tmp_path / "run"))
     assert load_checkpoint(tmp_path / "run" / "finetune" / "last.pt")["global_step"] == 7
     rows = compress_steps(cfg(tmp_path / "run"))
     ref = load_checkpoint(tmp_path / "ref" / "finetune" / "last.pt")

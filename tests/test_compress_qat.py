@@ -4,7 +4,6 @@ reloads and exports as the int8 model that was trained."""
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from extras_helpers import need
 from resnetlab.deploy.meta import ModelMeta
@@ -13,7 +12,7 @@ from resnetlab.eval import eval_batches, load_trained, open_split
 from resnetlab.models.qat import is_qat
 from resnetlab.train.checkpoint import load_checkpoint
 from resnetlab.train.engine import TrainingDiverged, fit
-from train_helpers import tiny_config, write_tree
+from train_helpers import interrupted_at, tiny_config, write_tree
 
 need("nncf", "openvino")
 need("openvino", "openvino")
@@ -36,7 +35,7 @@ def _quantizer_keys(state) -> list[str]:
     return sorted(k for k in state if k.startswith("__nncf_hooks.") and k.endswith(".scale"))
 
 
-def test_a_qat_run_trains_its_ranges_and_resumes_exactly(base, tmp_path, monkeypatch):
+def test_a_qat_run_trains_its_ranges_and_resumes_exactly(base, tmp_path):
     tree, ck = base
     common = dict(epochs=2, ckpt_every_steps=1)
     fit(_qat(tree, tmp_path / "ref", ck, **common))
@@ -49,18 +48,8 @@ def test_a_qat_run_trains_its_ranges_and_resumes_exactly(base, tmp_path, monkeyp
     short = load_checkpoint(tmp_path / "short" / "last.pt")
     assert any(not torch.equal(short["model"][k], ref["model"][k]) for k in keys)
 
-    real, calls = F.cross_entropy, []
-
-    def interrupted(*args, **kwargs):
-        calls.extend([1] if args[0].requires_grad else [])
-        if len(calls) == 3:
-            raise TrainingDiverged("interrupted")
-        return real(*args, **kwargs)
-
-    with monkeypatch.context() as m:
-        m.setattr(F, "cross_entropy", interrupted)
-        with pytest.raises(TrainingDiverged, match="interrupted"):
-            fit(_qat(tree, tmp_path / "run", ck, **common))
+    with interrupted_at(3), pytest.raises(TrainingDiverged, match="interrupted"):
+        fit(_qat(tree, tmp_path / "run", ck, **common))
     assert load_checkpoint(tmp_path / "run" / "last.pt")["global_step"] == 2
     fit(resume=tmp_path / "run")
     got = load_checkpoint(tmp_path / "run" / "last.pt")

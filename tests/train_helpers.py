@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -30,6 +32,32 @@ def write_tree(root: Path, train: int = 16, test: int = 4, size: int = 8, seed: 
                 pixels = np.clip(np.array(rgb) + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i:02d}.png")
     return root
+
+
+@contextmanager
+def interrupted_at(n: int, loss: str = "cross_entropy", error: BaseException | None = None) -> Iterator[None]:
+    """Within the block, the ``n``-th training call of ``torch.nn.functional.<loss>`` (one whose input needs a
+    gradient: evaluation calls do not count) raises ``error`` (TrainingDiverged("interrupted")): a run killed
+    after ``n - 1`` optimizer steps, to test that resuming it gives the uninterrupted run."""
+    import pytest
+    import torch.nn.functional as F
+
+    from resnetlab.train.engine import TrainingDiverged
+
+    real, calls = getattr(F, loss), []
+
+    def wrapped(*args, **kwargs):
+        calls.extend([1] if args[0].requires_grad else [])
+        if len(calls) == n:
+            raise error if error is not None else TrainingDiverged("interrupted")
+        return real(*args, **kwargs)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(F, loss, wrapped)
+    try:
+        yield
+    finally:
+        patch.undo()
 
 
 def tiny_config(data: Path, out: Path, **overrides) -> TrainConfig:
