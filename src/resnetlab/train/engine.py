@@ -25,7 +25,7 @@ from ..data import mix_batch
 from ..data.medmnist import medmnist_positive
 from ..eval import collect_logits, task_metrics
 from ..models import create_model
-from ..models.qat import prepare_qat, qat_record
+from ..models.qat import prepare_qat, qat_record, rebuild_qat
 from ..models.widths import layer_widths
 from ..utils import Progress
 from .checkpoint import (TrainingDiverged, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
@@ -150,8 +150,10 @@ class Trainer:
             if remake_head(model, self.pretrained, list(data.classes)):
                 log.info("classifier re-made for %s: the weights' head was trained for %s", list(data.classes),
                          self.pretrained["classes"])
-        if cfg.qat:  # a resume rebuilds the same quantizer layout; _restore then loads the trained ranges
-            model = prepare_qat(model, self._calibration(cfg.qat_calib_images))
+        if cfg.qat:  # a resume rebuilds the quantizer layout without calibrating; _restore loads the trained ranges
+            side = self.data.preprocess.image_size
+            model = (rebuild_qat(model, (self.in_chans, side, side)) if resuming
+                     else prepare_qat(model, self._calibration(cfg.qat_calib_images)))
         self.policy = FinetunePolicy.from_config(cfg)
         if self.policy.mode == "gradual" and self.info.enabled:
             raise ValueError("finetune='gradual' changes which parameters train mid-run, which DistributedDataParallel "
