@@ -128,3 +128,32 @@ def test_a_pruned_model_runs_on_onnx_runtime_in_fp32_and_int8(base, tmp_path):
         eager = trained.model.eval()(x).argmax(1)
     got = [trained.classes.index(top[0][0]) for top in p.predict(x, topk=1)]
     assert sum(int(g == e) for g, e in zip(got, eager.tolist())) >= 7  # int8 may flip a near-tie
+
+
+def test_pareto_labels_of_close_points_do_not_overlap(tmp_path, monkeypatch):
+    """FP32 and int8 of one ratio often land a few pixels apart: their labels must still be readable."""
+    import matplotlib.pyplot as plt
+
+    from resnetlab.compress import report
+
+    boxes = {}
+
+    def keep(fig, path):  # the label boxes as drawn, instead of the file
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        boxes["all"] = [t.get_window_extent(r) for t in fig.axes[0].texts]
+        plt.close(fig)
+
+    monkeypatch.setattr("resnetlab.utils.plot.save_figure", keep)
+    rows = [dict(step=s, precision=p, group=g, b32_img_s=v, b32_img_s_min=v * 0.9, b32_img_s_max=v * 1.1,
+                 test_top1=a) for s, p, g, v, a in [("original", "fp32", "o", 170, 0.877),
+                                                     ("original", "int8", "o", 715, 0.877),
+                                                     ("r=0.5 fine-tuned", "fp32", "a", 700, 0.875),
+                                                     ("r=0.5 fine-tuned", "int8", "a", 1900, 0.854),
+                                                     ("r=0.5 QAT", "int8", "a", 1860, 0.856),
+                                                     ("r=0.7 fine-tuned", "int8", "b", 3700, 0.805)]]
+    report.pareto_plot(rows, tmp_path / "p.png", "close points")
+    b = boxes["all"]
+    assert len(b) == len(rows)
+    clashes = [(i, j) for i in range(len(b)) for j in range(i) if b[i].overlaps(b[j])]
+    assert clashes == []

@@ -76,13 +76,14 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
     marker = {"fp32": "o", "int8": "s"}
-    colours = {}
+    colours, labels = {}, []
     for r in rows:  # one colour per group (a benchmark's pruning ratio), else per step
         c = colours.setdefault(r.get("group") or r["step"], f"C{len(colours)}")
         x, y = r["b32_img_s"], 100 * r["test_top1"]
         ax.errorbar(x, y, xerr=[[x - r["b32_img_s_min"]], [r["b32_img_s_max"] - x]], fmt=marker[r["precision"]],
                     color=c, ms=8, capsize=3)
-        ax.annotate(f"{r['step']} {r['precision']}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        labels.append(ax.annotate(f"{r['step']} {r['precision']}", (x, y), textcoords="offset points",
+                                  xytext=(6, 6), fontsize=8))
     front, best = [], -1.0
     for r in sorted(rows, key=lambda r: -r["b32_img_s"]):
         if r["test_top1"] > best:
@@ -91,8 +92,9 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     ax.plot([r["b32_img_s"] for r in front], [100 * r["test_top1"] for r in front], "--", color="grey", lw=1,
             label="Pareto frontier")
     ax.set_xscale("log")
+    ax.margins(y=0.1)  # room above the top points for their labels
     xs = [r["b32_img_s"] for r in rows]
-    ax.set_xlim(min(xs) / 1.25, max(xs) * 1.6)  # room for the labels right of the fastest points
+    ax.set_xlim(min(xs) / 1.25, max(xs) * 2.2)  # room for the labels right of the fastest points
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(plain_number))
     ax.xaxis.set_minor_formatter(NullFormatter())
@@ -104,7 +106,38 @@ def pareto_plot(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     ax.plot([], [], "o", color="k", label="FP32")
     ax.plot([], [], "s", color="k", label="int8")
     ax.legend(fontsize=8, frameon=False, loc="lower left")
+    _separate(fig, labels, [(r["b32_img_s_min"], r["b32_img_s_max"], 100 * r["test_top1"]) for r in rows])
     save_figure(fig, path)
+
+
+def _separate(fig: Any, labels: list[Any], spans: list[tuple[float, float, float]], tries: int = 6) -> None:
+    """Place each point's label right or left of it, above or below, then one text height further out, at
+    the first spot that overlaps no other label, marker or error bar (`spans`: x-min, x-max, y in data
+    units): points of one pruning ratio in FP32 and int8 often sit close together."""
+    from matplotlib.transforms import Bbox
+
+    fig.canvas.draw()
+    renderer, r = fig.canvas.get_renderer(), 4 * fig.dpi / 72  # a marker's radius (ms=8 points across) in pixels
+    placed = [Bbox.from_extents(px - r, py - r, px + r, py + r)  # the markers are obstacles too
+              for px, py in (a.axes.transData.transform(a.xy) for a in labels)]
+    for a, (lo, hi, y) in zip(labels, spans):
+        (x0, y0), (x1, _) = a.axes.transData.transform([(lo, y), (hi, y)])
+        placed.append(Bbox.from_extents(x0, y0 - 2, x1, y0 + 2))
+    for a in labels:
+        h = a.get_window_extent(renderer).height * 72 / fig.dpi  # one text height, in points
+        spots = [(side, dy) for k in range(tries) for dy in (6 + k * h, -6 - (k + 1) * h) for side in (1, -1)]
+        for side, dy in spots:
+            a.set_horizontalalignment("left" if side > 0 else "right")
+            a.xyann = (6 * side, dy)
+            box = a.get_window_extent(renderer)
+            if not any(box.overlaps(b) for b in placed) and a.axes.bbox.contains(box.x1, box.y1) \
+                    and a.axes.bbox.contains(box.x0, box.y0):
+                break
+        else:
+            a.set_horizontalalignment("left")
+            a.xyann = (6, 6)
+            box = a.get_window_extent(renderer)
+        placed.append(box)
 
 
 def write_report(out: Path, cfg: Any, rows: list[dict[str, Any]], timings: list[dict[str, Any]]) -> dict[str, Any]:
