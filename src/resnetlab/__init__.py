@@ -12,17 +12,38 @@ and ``resnetlab.Predictor``.
 
 __version__ = "0.1.0"
 
-from .data.preprocess import Preprocess  # noqa: E402
-from .deploy import Predictor  # noqa: E402
-from .deploy.api import export_checkpoint as export  # noqa: E402
-from .deploy.api import quantize_checkpoint as quantize  # noqa: E402
-from .eval import EvalResult, evaluate, load_trained  # noqa: E402
-from . import explain  # noqa: E402  (a callable package: resnetlab.explain(model, images, ...))
-from .models import FeatureInfo, create_model, list_models  # noqa: E402
-from .models.stats import count_macs, count_params, model_summary  # noqa: E402
-from .models.weights import load_weights, read_state_dict, save_weights  # noqa: E402
-from .train.config import TrainConfig  # noqa: E402
-from .train.engine import Trainer, TrainResult, fit  # noqa: E402
+import importlib
+from typing import Any
+
+# Names resolve on first use (PEP 562), so `import resnetlab.serve` or `resnetlab.deploy` loads no training
+# code: a server process stays small, and deployment never depends on the trainer.
+_LAZY = {
+    "Preprocess": ("data.preprocess", "Preprocess"), "Predictor": ("deploy", "Predictor"),
+    "export": ("deploy.api", "export_checkpoint"), "quantize": ("deploy.api", "quantize_checkpoint"),
+    "EvalResult": ("eval", "EvalResult"), "evaluate": ("eval", "evaluate"), "load_trained": ("eval", "load_trained"),
+    "explain": ("explain", None), "FeatureInfo": ("models", "FeatureInfo"), "create_model": ("models", "create_model"),
+    "list_models": ("models", "list_models"), "count_macs": ("models.stats", "count_macs"),
+    "count_params": ("models.stats", "count_params"), "model_summary": ("models.stats", "model_summary"),
+    "load_weights": ("models.weights", "load_weights"), "read_state_dict": ("models.weights", "read_state_dict"),
+    "save_weights": ("models.weights", "save_weights"), "TrainConfig": ("train.config", "TrainConfig"),
+    "Trainer": ("train.engine", "Trainer"), "TrainResult": ("train.engine", "TrainResult"),
+    "fit": ("train.engine", "fit"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'resnetlab' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(f".{module}", __name__)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "create_model", "list_models", "load_weights", "save_weights", "read_state_dict",
