@@ -15,6 +15,7 @@ from .. import __version__
 from .deploy import add_deploy_verbs
 from .compress import add_compress_verb
 from .explain import add_explain_verb
+from .serve import add_serve_verb
 
 __all__ = ["main", "parse_kwargs"]
 
@@ -323,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     add_deploy_verbs(sub)
     add_explain_verb(sub)
+    add_serve_verb(sub)
     add_compress_verb(sub)
     _add_analysis(sub)
     r = sub.add_parser("recipes", help="list the training recipes shipped with resnetlab, with their sources")
