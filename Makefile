@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,medical,explain,onnx,openvino,torchao,compress]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,medical,explain,onnx,openvino,torchao,compress,serve]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -25,6 +25,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The page's browser test (tests/test_serve_page.py) needs headless Chromium and its driver: `make browser` installs
+# Debian's when they are missing (as root, with apt-get). Where it cannot, `make test` still runs: that test skips,
+# or fails under CI=true.
+.PHONY: browser
+test: browser
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver (apt-get) for the browser test"; \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; } \
+			|| echo "could not install chromium: tests/test_serve_page.py will skip (fail with CI=true)" >&2; \
+	else echo "no /usr/bin/chromium or /usr/bin/chromedriver, and no root apt-get to install them:" \
+		"tests/test_serve_page.py will skip (fail with CI=true)" >&2; fi
 
 # Every file in benchmarks/results/ (and docs/analysis/) regenerated, each naming the commit it was made at:
 # about 3.3 hours on 2 cores (benchmarks/run_all.py has the table). ONLY=job[,job] runs some of them;
