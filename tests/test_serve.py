@@ -24,7 +24,7 @@ from train_helpers import tiny_config, write_tree
 
 need("fastapi", "serve")
 need("uvicorn", "serve")
-need("multipart", "serve")
+need("python_multipart", "serve")
 need("prometheus_client", "serve")
 
 from resnetlab import Predictor  # noqa: E402
@@ -138,15 +138,32 @@ def test_a_slow_client_gets_408_and_others_are_served_meanwhile(run, url):
     assert b'"timeout"' in box["reply"]
 
 
+def _hostile_kinds(good: bytes) -> dict:
+    """Each bad kind: (a function giving fresh request kwargs, its status)."""
+    many = [("file", (f"{i}.png", b"x", "image/png")) for i in range(10_000)]
+    kinds = {what: ((lambda kw=kw: kw), status) for what, kw, status, _ in BAD if not hasattr(kw.get("content"),
+                                                                                              "__next__")}
+    kinds.update({
+        "streamed body over the limit": (lambda: dict(content=iter([b"x" * 65536] * 20),
+                                                      headers={"content-type": "image/png"}), 413),
+        "10,000-file multipart": (lambda: dict(files=many), 413),
+        "truncated PNG": (lambda: dict(files=[("file", ("cut.png", good[: len(good) // 2], "image/png"))]), 422),
+        "decompression bomb": (lambda: dict(files=[("file", ("bomb.png", BOMB, "image/png"))]), 413),
+    })
+    return kinds
+
+
+BOMB = png_bomb(2000)
+
+
 def test_hostile_mix_every_bad_request_refused_every_good_one_right_health_throughout(run, url):
     good_path = first_image(run / "colours" / "test")
     good, want = _png(good_path), Predictor(str(run / "run"), backend="torch").predict([str(good_path)], topk=1)[0]
-    bad = [(kw, status) for _, kw, status, _ in BAD if not hasattr(kw.get("content"), "__next__")]
-    jobs = [("bad", kw, status) for kw, status in bad * 21] + [("good", None, 200)] * 60  # 210 bad, 60 good
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(jobs))
-    health_fail = []
-    stop = threading.Event()
+    kinds = _hostile_kinds(good)
+    per_kind = -(-200 // len(kinds))  # at least 200 bad requests, every kind as often
+    jobs = [("bad", what) for what in kinds for _ in range(per_kind)] + [("good", None)] * 60
+    order = np.random.default_rng(0).permutation(len(jobs))
+    port, health_fail, slow, stop = int(url.rsplit(":", 1)[1]), [], [], threading.Event()
 
     def watch():
         while not stop.is_set():
@@ -157,29 +174,38 @@ def test_hostile_mix_every_bad_request_refused_every_good_one_right_health_throu
                 health_fail.append(repr(e))
             time.sleep(0.05)
 
+    def slow_client():  # one byte a second, the server's timeout is 2 s
+        slow.append(slow_request(port, "/v1/predict", good, 1.0)[:12])
+
     def one(i):
-        kind, kw, status = jobs[i]
-        with httpx.Client(timeout=30) as c:
+        kind, what = jobs[i]
+        with httpx.Client(timeout=60) as c:
             if kind == "good":
                 r = c.post(url + "/v1/predict?topk=1", files=[("file", ("g.png", good, "image/png"))])
                 top = r.json()["predictions"][0]["top"][0] if r.status_code == 200 else None
                 return r.status_code == 200 and top["class"] == want[0][0] and abs(top["prob"] - want[0][1]) < 1e-6
-            r = c.post(url + "/v1/predict", **kw)
-            return r.status_code == status and r.json()["error"]["status"] == status
+            make, status = kinds[what]
+            r = c.post(url + "/v1/predict", **make())
+            return r.status_code == status and r.json()["error"]["status"] == status or (what, r.status_code, r.text)
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    threads = [threading.Thread(target=watch)] + [threading.Thread(target=slow_client) for _ in range(3)]
+    for t in threads:
+        t.start()
     try:
         with cf.ThreadPoolExecutor(8) as pool:
             results = list(pool.map(one, order))
     finally:
         stop.set()
-        watcher.join()
-    assert sum(results) == len(jobs), f"{len(jobs) - sum(results)} of {len(jobs)} answered wrongly"
-    assert health_fail == []
+        for t in threads:
+            t.join(60)
+    wrong = [r for r in results if r is not True]
+    assert wrong == [], f"{len(wrong)} of {len(jobs)} answered wrongly: {wrong[:5]}"
+    assert len(jobs) - 60 >= 200 and health_fail == []
+    assert slow == [b"HTTP/1.1 408"] * 3
     metrics = httpx.get(url + "/metrics").text
     assert 'resnetlab_requests_total{route="/v1/predict",status="500"}' not in metrics
-    assert 'resnetlab_requests_total{route="/v1/predict",status="413"}' in metrics
+    for status in (408, 413, 415, 422):
+        assert f'resnetlab_requests_total{{route="/v1/predict",status="{status}"}}' in metrics
 
 
 def test_concurrent_requests_are_batched_and_the_queue_is_bounded(run):
@@ -298,3 +324,15 @@ def test_a_loaded_server_holds_no_training_code(run):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_config_from_the_environment_for_worker_processes():
+    from resnetlab.serve import config_from_env
+
+    cfg = config_from_env({"RESNETLAB_SERVE_CHECKPOINT": "run", "RESNETLAB_SERVE_MAX_BATCH": "16",
+                           "RESNETLAB_SERVE_MAX_WAIT_MS": "2.5", "RESNETLAB_SERVE_EXPLAIN": "false"})
+    assert (cfg.checkpoint, cfg.max_batch, cfg.max_wait_ms, cfg.explain) == ("run", 16, 2.5, False)
+    with pytest.raises(ValueError, match="RESNETLAB_SERVE_MAX_BATCH='many' is not a valid int"):
+        config_from_env({"RESNETLAB_SERVE_CHECKPOINT": "run", "RESNETLAB_SERVE_MAX_BATCH": "many"})
+    with pytest.raises(ValueError, match="set RESNETLAB_SERVE_CHECKPOINT"):
+        config_from_env({})

@@ -9,6 +9,6 @@ prometheus-client).
 """
 
 from .config import ServeConfig
-from .run import create_app, serve
+from .run import config_from_env, create_app, from_env, serve
 
-__all__ = ["ServeConfig", "create_app", "serve"]
+__all__ = ["ServeConfig", "create_app", "serve", "from_env", "config_from_env"]

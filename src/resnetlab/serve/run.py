@@ -6,12 +6,14 @@ from typing import Any
 
 from .config import ServeConfig
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "serve", "from_env", "config_from_env"]
+
+ENV_PREFIX = "RESNETLAB_SERVE_"
 
 
 def _require() -> None:
     missing = []
-    for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("multipart", "python-multipart"),
+    for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("python_multipart", "python-multipart"),
                             ("prometheus_client", "prometheus-client")):
         try:
             __import__(module)
@@ -27,6 +29,35 @@ def create_app(cfg: ServeConfig, served: Any = None) -> Any:
     from .app import create_app as build
 
     return build(cfg, served)
+
+
+def config_from_env(environ: dict[str, str] | None = None) -> ServeConfig:
+    """A :class:`ServeConfig` from ``RESNETLAB_SERVE_<FIELD>`` variables (``RESNETLAB_SERVE_CHECKPOINT`` is
+    required), for process managers that import an app rather than run a command."""
+    import dataclasses
+    import os
+
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(ServeConfig):
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is None:
+            continue
+        kind = str(f.type)
+        try:
+            values[f.name] = (int(raw) if kind in ("int", "int | None") else float(raw) if kind == "float" else
+                              raw.strip().lower() in ("1", "true", "yes", "on") if kind == "bool" else raw)
+        except ValueError:
+            raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind}") from None
+    if "checkpoint" not in values:
+        raise ValueError(f"set {ENV_PREFIX}CHECKPOINT to the checkpoint or artefact to serve")
+    return ServeConfig(**values)
+
+
+def from_env() -> Any:
+    """The app configured by the environment: ``RESNETLAB_SERVE_CHECKPOINT=run uvicorn --factory
+    resnetlab.serve:from_env --workers 4`` runs four worker processes, each with its own model and batcher."""
+    return create_app(config_from_env())
 
 
 def serve(cfg: ServeConfig, *, log_level: str = "info") -> None:
