@@ -118,6 +118,8 @@ JOBS = [
         [f"benchmarks/results/compress.{e}" for e in ("json", "md", "png")], 45, needs=[CHECKPOINT]),
     Job("compress_resnet56", lambda d: _py("compress_resnet56.py", "--data", d, "--epochs", "8"),
         [f"benchmarks/results/compress_resnet56.{e}" for e in ("json", "md")], 60),
+    Job("serve", lambda d: _py("serve_load.py", "--data", d),
+        [f"benchmarks/results/serve.{e}" for e in ("json", "md", "png")], 10),
 ]
 
 

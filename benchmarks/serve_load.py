@@ -70,9 +70,12 @@ def make_artefact(work: Path) -> Path:
 
 
 def request_image(data: str | None) -> bytes:
-    """A real JPEG (CIFAR-10's first test image of the archive, enlarged to 256 px), else a drawn one."""
+    """A real JPEG (a CIFAR-10 test image from the archive or folder, enlarged to 256 px), else a drawn one."""
     img = None
-    if data and Path(data).is_file():
+    if data and Path(data).is_dir():  # an unpacked CIFAR-10 folder
+        found = sorted(Path(data).rglob("test/*/*.jpg"))[:1] or sorted(Path(data).rglob("*.jpg"))[:1]
+        img = Image.open(found[0]).convert("RGB") if found else None
+    elif data and Path(data).is_file():
         with tarfile.open(data) as tar:
             member = next(m for m in tar if m.isfile() and "/test/" in m.name and m.name.endswith(".jpg"))
             img = Image.open(io.BytesIO(tar.extractfile(member).read())).convert("RGB")

@@ -1,7 +1,7 @@
 """The shape of the package, checked: data flows one way, no circles, no privates across modules.
 
 Layers (lower never imports higher): utils < models, data < eval < train, deploy < analysis < cli < the
-package root. Deployment and evaluation never import training. Lazy (function-level) imports count.
+package root. Deployment, serving and evaluation never import training. Lazy (function-level) imports count.
 """
 
 import ast
@@ -11,9 +11,9 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "resnetlab"
 RANK = {"utils": 0, "models": 1, "data": 1, "eval": 2, "train": 3, "deploy": 3, "explain": 3, "analysis": 4, "cli": 5,
-        "configs": 0}
+        "configs": 0, "compress": 4, "serve": 4}
 FORBIDDEN = {("eval", "train"), ("deploy", "train"), ("train", "deploy"), ("explain", "train"), ("explain", "deploy"),
-             ("data", "models"),
+             ("data", "models"), ("serve", "train"), ("serve", "compress"), ("serve", "analysis"),
              ("models", "data")}
 
 
