@@ -30,6 +30,8 @@ need("prometheus_client", "serve")
 from resnetlab import Predictor  # noqa: E402
 from resnetlab.serve import ServeConfig  # noqa: E402
 
+ZOO = __import__("resnetlab").list_models()
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -336,3 +338,34 @@ def test_config_from_the_environment_for_worker_processes():
         config_from_env({"RESNETLAB_SERVE_CHECKPOINT": "run", "RESNETLAB_SERVE_MAX_BATCH": "many"})
     with pytest.raises(ValueError, match="set RESNETLAB_SERVE_CHECKPOINT"):
         config_from_env({})
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_every_model_of_the_zoo_is_served_by_the_same_code(name):
+    import torch
+    from fastapi.testclient import TestClient
+
+    import resnetlab
+    from model_helpers import small_input_size
+    from resnetlab.serve import create_app
+    from resnetlab.serve.model import ServedModel
+
+    torch.manual_seed(0)
+    model = resnetlab.create_model(name, num_classes=5).eval()
+    size = small_input_size(model)
+    predictor = Predictor(model, backend="torch", image_size=size, classes=list("abcde"))
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size + 7, size + 3, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    want = predictor.predict([img], topk=5)[0]
+    app = create_app(ServeConfig(checkpoint=name, max_batch=2, threads=1), ServedModel(predictor))
+    with TestClient(app) as c:
+        for _ in range(300):
+            if c.get("/readyz").status_code == 200:
+                break
+            time.sleep(0.05)
+        r = c.post("/v1/predict", content=buf.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text
+    got = r.json()["predictions"][0]["top"]
+    assert [t["class"] for t in got] == [c for c, _ in want]
+    assert np.allclose([t["prob"] for t in got], [p for _, p in want], atol=1e-5)

@@ -90,8 +90,12 @@ def _get_json(url: str) -> tuple[int, dict | None]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
+    """A tiny model trained here; RESNETLAB_PAGE_CHECKPOINT=RUN runs the same test on a real run instead (how
+    the README's screenshot is taken: with RESNETLAB_SCREENSHOTS=docs/img)."""
     from resnetlab.train.engine import fit
 
+    if os.environ.get("RESNETLAB_PAGE_CHECKPOINT"):
+        return Path(os.environ["RESNETLAB_PAGE_CHECKPOINT"])
     root = tmp_path_factory.mktemp("serve_page")
     fit(tiny_config(_write_colours(root / "colours"), root / "run", epochs=2))
     return root / "run"
