@@ -369,3 +369,20 @@ def test_every_model_of_the_zoo_is_served_by_the_same_code(name):
     got = r.json()["predictions"][0]["top"]
     assert [t["class"] for t in got] == [c for c, _ in want]
     assert np.allclose([t["prob"] for t in got], [p for _, p in want], atol=1e-5)
+
+
+def test_the_stored_operating_point_decides_and_is_reported():
+    import torch
+
+    import resnetlab
+    from resnetlab.serve.model import ServedModel
+
+    torch.manual_seed(0)
+    predictor = Predictor(resnetlab.create_model("resnet20", num_classes=2), backend="torch", classes=["neg", "pos"])
+    served = ServedModel(predictor)
+    probs = np.array([0.7, 0.3], dtype=np.float32)
+    assert served.describe(probs, 2)["decision"]["class"] == "neg" and served.describe(probs, 2)["threshold"] is None
+    predictor.meta.extra["operating_point"] = {"positive_index": 1, "threshold": 0.25}  # as a calibrated run stores
+    answer = served.describe(probs, 2)
+    assert answer["decision"] == {"class": "pos", "prob": pytest.approx(0.3)} and answer["threshold"] == 0.25
+    assert answer["top"][0]["class"] == "neg"  # the ranking stays the probabilities'
