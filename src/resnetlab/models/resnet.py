@@ -142,8 +142,10 @@ BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck, "preact": PreActBlock}
 STEMS = ("imagenet", "cifar", "deep")
 
 
-def _stem(kind: str, in_chans: int, width: int, preact: bool, norm: Callable[[int], nn.Module]) -> dict[str, nn.Module]:
-    """The stem's modules by torchvision name (``conv1``, ``bn1``, ``relu``, ``maxpool``)."""
+def _stem(kind: str, in_chans: int, width: int, preact: bool, norm: Callable[[int], nn.Module],
+          pool: str = "torchvision") -> dict[str, nn.Module]:
+    """The stem's modules by torchvision name (``conv1``, ``bn1``, ``relu``, ``maxpool``); ``pool="caffe"``:
+    Caffe's max-pool (no padding, output rounded up: same size, windows shifted by one pixel)."""
     if kind == "imagenet":
         conv: nn.Module = nn.Conv2d(in_chans, width, 7, 2, 3, bias=False)
     elif kind == "cifar":  # He et al. 2015 §4.2: 3x3 stride 1, no max-pool
@@ -157,7 +159,7 @@ def _stem(kind: str, in_chans: int, width: int, preact: bool, norm: Callable[[in
     if not preact:  # a pre-activation net starts its first block with BN-ReLU instead
         mods.update(bn1=norm(width), relu=nn.ReLU(inplace=True))
     if kind != "cifar":
-        mods["maxpool"] = nn.MaxPool2d(3, 2, 1)
+        mods["maxpool"] = nn.MaxPool2d(3, 2, 0, ceil_mode=True) if pool == "caffe" else nn.MaxPool2d(3, 2, 1)
     return mods
 
 
@@ -173,7 +175,9 @@ class ResNet(ClassifierMixin, nn.Module):
         stem: "imagenet" (7x7/2 + max-pool), "cifar" (3x3/1, no pool) or "deep" (3 x 3x3, ResNet-D).
         stem_width: channels out of the stem (default: widths[0]).
         shortcut: He et al. 2015 option "A" (zero-pad), "B" (project on shape change) or "C"
-            (project always); None builds the plain network with no shortcuts.
+            (project always); "first": project in the first block of every stage, stage 1 included (the
+            Caffe ResNet prototxts' ``res2a_branch1``); None builds the plain network with no shortcuts.
+        stem_pool: "torchvision" (max-pool 3/2, pad 1) or "caffe" (pad 0, rounded up), for converted models.
         avg_down: ResNet-D shortcut (average-pool, then stride-1 projection).
         groups, width_per_group: ResNeXt cardinality / Wide ResNet width.
         se_reduction: add Squeeze-and-Excitation with this reduction (16 in Hu et al.).
@@ -190,7 +194,8 @@ class ResNet(ClassifierMixin, nn.Module):
                  stem_width: int | None = None, shortcut: str | None = "B", avg_down: bool = False,
                  groups: int = 1, width_per_group: int = 64, se_reduction: int | None = None,
                  replace_stride_with_dilation: Sequence[bool] | None = None, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, zero_init_residual: bool = False, norm_layer: str = "batch") -> None:
+                 drop_path_rate: float = 0.0, zero_init_residual: bool = False, norm_layer: str = "batch",
+                 stem_pool: str = "torchvision") -> None:
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
@@ -201,8 +206,10 @@ class ResNet(ClassifierMixin, nn.Module):
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         if shortcut == "none":
             shortcut = None
-        if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut must be 'A', 'B', 'C' or None (plain net), got {shortcut!r}")
+        if shortcut not in SHORTCUTS + ("first",):
+            raise ValueError(f"shortcut must be 'A', 'B', 'C', 'first' or None (plain net), got {shortcut!r}")
+        if stem_pool not in ("torchvision", "caffe"):
+            raise ValueError(f"stem_pool must be 'torchvision' or 'caffe', got {stem_pool!r}")
         if len(widths) != len(layers) or not layers:
             raise ValueError(f"widths and layers need one entry per stage, got {widths!r} and {layers!r}")
         if shortcut is None and drop_path_rate > 0:
@@ -218,7 +225,7 @@ class ResNet(ClassifierMixin, nn.Module):
         self.has_shortcuts = "no" if shortcut is None else f"yes ({shortcut})"
         self.first_conv = "conv1.0" if stem == "deep" else "conv1"
         stem_width = stem_width or widths[0]
-        for name, module in _stem(stem, in_chans, stem_width, preact, norm).items():
+        for name, module in _stem(stem, in_chans, stem_width, preact, norm, stem_pool).items():
             self.add_module(name, module)
 
         reduction = 1 if stem == "cifar" else 2
@@ -233,7 +240,8 @@ class ResNet(ClassifierMixin, nn.Module):
             blocks = []
             for j in range(n):
                 dpr = drop_path_rate * idx / max(n_blocks - 1, 1)
-                blocks.append(blk(inplanes, w, stride if j == 0 else 1, shortcut=shortcut, avg_down=avg_down,
+                kind = ("C" if j == 0 else "B") if shortcut == "first" else shortcut
+                blocks.append(blk(inplanes, w, stride if j == 0 else 1, shortcut=kind, avg_down=avg_down,
                                   groups=groups, base_width=width_per_group, dilation=dilation,
                                   first_dilation=first_dilation if j == 0 else dilation,
                                   se_reduction=se_reduction, drop_path=dpr, norm=norm))
