@@ -251,3 +251,43 @@ def test_the_real_open_nsfw_model_converts_and_its_batchnorms_see_standardised_a
     # without it, variances would be off by a factor of 1000
     assert float(act.var(1).median()) == pytest.approx(1.0, rel=0.9)
     assert torch.isfinite(probs).all() and torch.allclose(probs.sum(1), torch.ones(4))
+
+
+@pytest.mark.skipif(not (SHARED / "resnet18-deploy.prototxt").is_file(), reason="../shared/data/caffe is absent")
+def test_convert_caffe_cli_writes_a_checkpoint_that_predict_reads(tmp_path):
+    from PIL import Image
+
+    from resnetlab import Predictor
+    from resnetlab.cli import main
+
+    proto = SHARED / "resnet18-deploy.prototxt"
+    (tmp_path / "r18.caffemodel").write_bytes(caffemodel(_random_blobs_for(CaffeNet(parse_prototxt(
+        proto.read_text())))))
+    img = tmp_path / "photo.png"
+    Image.fromarray(RNG.integers(0, 255, (300, 260, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "converted"
+    assert main(["convert-caffe", "--prototxt", str(proto), "--caffemodel", str(tmp_path / "r18.caffemodel"),
+                 "--out", str(out), "--check", str(img)]) == 0
+    assert {p.name for p in out.iterdir()} == {"model.pt", "model.safetensors", "graph.safetensors",
+                                               "conversion.json"}
+    p = Predictor(out / "model.pt", backend="torch")
+    assert p.meta.model == "resnet18" and p.meta.preprocess.std[0] == pytest.approx(1 / 255)
+    # the same image through the graph (Caffe's way: BGR, 0-255 minus the mean) and through the Predictor
+    graph, pre, _ = load_caffe_net(out / "graph.safetensors")
+    x = pre.image_transform()(Image.open(img).convert("RGB")).unsqueeze(0)
+    with torch.no_grad():
+        want = graph(x).softmax(1)[0].numpy()
+    got = p.predict_proba([str(img)])[0]
+    assert np.allclose(got, want, atol=1e-5)
+
+
+def test_convert_caffe_cli_refuses_a_truncated_caffemodel_and_writes_nothing(tmp_path, capsys):
+    from resnetlab.cli import main
+
+    (tmp_path / "net.prototxt").write_text(prototxt(LAYERS, (1, 3, 9, 9)))
+    types = {lay["name"]: lay["type"] for lay in LAYERS}
+    data = caffemodel([(k, types[k], v) for k, v in _blobs().items()])
+    (tmp_path / "net.caffemodel").write_bytes(data[: len(data) // 2])
+    rc = main(["convert-caffe", "--prototxt", str(tmp_path / "net.prototxt"), "--caffemodel",
+               str(tmp_path / "net.caffemodel"), "--out", str(tmp_path / "out")])
+    assert rc == 2 and "net.caffemodel" in capsys.readouterr().err and not (tmp_path / "out").exists()

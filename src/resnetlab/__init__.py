@@ -27,7 +27,7 @@ _LAZY = {
     "load_weights": ("models.weights", "load_weights"), "read_state_dict": ("models.weights", "read_state_dict"),
     "save_weights": ("models.weights", "save_weights"), "TrainConfig": ("train.config", "TrainConfig"),
     "Trainer": ("train.engine", "Trainer"), "TrainResult": ("train.engine", "TrainResult"),
-    "fit": ("train.engine", "fit"),
+    "fit": ("train.engine", "fit"), "from_caffe": ("deploy.caffe", "from_caffe"),
 }
 
 
@@ -49,6 +49,6 @@ __all__ = [
     "create_model", "list_models", "load_weights", "save_weights", "read_state_dict",
     "count_params", "count_macs", "model_summary", "FeatureInfo", "Predictor", "Preprocess",
     "TrainConfig", "Trainer", "TrainResult", "fit", "evaluate", "EvalResult", "load_trained", "export", "quantize",
-    "explain",
+    "explain", "from_caffe",
     "__version__",
 ]

@@ -16,6 +16,7 @@ from .deploy import add_deploy_verbs
 from .compress import add_compress_verb
 from .explain import add_explain_verb
 from .serve import add_serve_verb
+from .caffe import add_caffe_verb
 
 __all__ = ["main", "parse_kwargs"]
 
@@ -325,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_deploy_verbs(sub)
     add_explain_verb(sub)
     add_serve_verb(sub)
+    add_caffe_verb(sub)
     add_compress_verb(sub)
     _add_analysis(sub)
     r = sub.add_parser("recipes", help="list the training recipes shipped with resnetlab, with their sources")

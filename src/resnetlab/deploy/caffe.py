@@ -113,3 +113,62 @@ def load_caffe_net(path: str | os.PathLike) -> tuple[CaffeNet, Preprocess, list[
     model = CaffeNet(info["graph"], bgr=bool(info["bgr"])).eval()
     load_weights(model, str(path))
     return model, Preprocess.from_dict(info["preprocess"], str(path)), list(info["classes"])
+
+
+def save_conversion(conv: CaffeConversion, out: str | os.PathLike) -> dict[str, str]:
+    """Write a conversion into ``out``: a zoo model as a resnetlab checkpoint (``model.pt``: eval, predict,
+    export, serve take it) and safetensors weights (``model.safetensors``: ``train --pretrained``); always the
+    graph (``graph.safetensors``) and ``conversion.json``. Each file is written atomically; nothing is pickled
+    but plain tensors and strings (checkpoints load with ``weights_only=True``)."""
+    import torch
+
+    from ..eval.loading import FORMAT
+    from ..models.weights import save_weights
+    from ..utils.fileio import atomic_path, atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"graph": str(save_caffe_net(conv, out / "graph.safetensors"))}
+    if conv.zoo is not None:
+        state = {k: v.detach().cpu().contiguous() for k, v in conv.model.state_dict().items()}
+        kwargs = {k: v for k, v in conv.zoo["kwargs"].items() if k != "num_classes"}
+        ck = {"format": FORMAT, "model_name": conv.zoo["name"], "model_kwargs": kwargs,
+              "num_classes": len(conv.classes), "in_chans": conv.preprocess.in_chans, "model": state,
+              "classes": list(conv.classes), "preprocess": conv.preprocess.to_dict(),
+              "config": {"imported_from": "caffe", "prototxt": conv.report["prototxt"],
+                         "caffemodel": conv.report["caffemodel"],
+                         "caffemodel_sha256": conv.report["caffemodel_sha256"]}}
+        with atomic_path(out / "model.pt") as tmp:
+            torch.save(ck, tmp)
+        files["checkpoint"] = str(out / "model.pt")
+        files["weights"] = str(save_weights(conv.model, out / "model.safetensors",
+                                            metadata={"resnetlab.model_kwargs": json.dumps(kwargs)}))
+    report = {k: v for k, v in conv.report.items() if k != "graph_model"}
+    report.update(files=files, classes=len(conv.classes), preprocess=conv.preprocess.to_dict())
+    atomic_write_text(out / "conversion.json", json.dumps(report, indent=2) + "\n")
+    files["report"] = str(out / "conversion.json")
+    return files
+
+
+def check_conversion(conv: CaffeConversion, images: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Run real images through the converted model and through the Caffe graph it came from: the top-5 of the
+    model and the largest difference between the two (they must agree; a zoo model is rebuilt, not copied)."""
+    import torch
+
+    from ..data.folder import load_image
+
+    graph = conv.report.get("graph_model", conv.model)
+    transform, out = conv.preprocess.image_transform(), []
+    mode = "L" if conv.preprocess.in_chans == 1 else "RGB"
+    for path in images:
+        try:
+            x = transform(load_image(str(path), mode)).unsqueeze(0)
+        except Exception as e:  # noqa: BLE001 - an unreadable image, named
+            raise ValueError(f"--check {path}: cannot read the image ({type(e).__name__}: {e})") from None
+        with torch.no_grad():
+            got, want = conv.model.eval()(x), graph.eval()(x)
+        probs = got.softmax(1)[0]
+        top = probs.topk(min(5, len(probs)))
+        out.append({"image": str(path), "top": [(conv.classes[i], float(p)) for p, i in zip(*top)],
+                    "max_abs_diff": float((got - want).abs().max())})
+    return out
