@@ -291,3 +291,20 @@ def test_convert_caffe_cli_refuses_a_truncated_caffemodel_and_writes_nothing(tmp
     rc = main(["convert-caffe", "--prototxt", str(tmp_path / "net.prototxt"), "--caffemodel",
                str(tmp_path / "net.caffemodel"), "--out", str(tmp_path / "out")])
     assert rc == 2 and "net.caffemodel" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("method", ["MAX", "AVE"])
+def test_global_pooling_and_a_scale_without_bias(method):
+    layers = [dict(name="s", type="Scale", bottom="data", top="data"),
+              dict(name="g", type="Pooling", bottom="data", top="g", pooling_param=dict(pool=method,
+                                                                                      global_pooling=True))]
+    net = CaffeNet(parse_prototxt(prototxt(layers, (1, 3, 5, 7))), bgr=False).eval()
+    gamma = np.float32([2, -1, 0.5])
+    _, parsed = parse_caffemodel(caffemodel([("s", "Scale", [gamma])]))
+    net.load_caffe_blobs(parsed, "test")
+    x = torch.randn(2, 3, 5, 7)
+    y = x.numpy() * gamma.reshape(1, 3, 1, 1)
+    want = y.max((2, 3)) if method == "MAX" else y.mean((2, 3))
+    with torch.no_grad():
+        got = net(x)
+    assert got.shape == (2, 3, 1, 1) and np.allclose(got.numpy()[:, :, 0, 0], want, atol=1e-6)
