@@ -308,3 +308,14 @@ def test_global_pooling_and_a_scale_without_bias(method):
     with torch.no_grad():
         got = net(x)
     assert got.shape == (2, 3, 1, 1) and np.allclose(got.numpy()[:, :, 0, 0], want, atol=1e-6)
+
+
+@pytest.mark.skipif(not (SHARED / "resnet18-deploy.prototxt").is_file(), reason="../shared/data/caffe is absent")
+def test_a_resnet_whose_last_pool_is_not_global_stays_a_graph(tmp_path):
+    text = (SHARED / "resnet18-deploy.prototxt").read_text().replace("dim: 224 dim: 224", "dim: 256 dim: 256")
+    (tmp_path / "r18.prototxt").write_text(text)
+    graph = CaffeNet(parse_prototxt(text))
+    assert graph.output_shape == (1000,)  # pool5 (7x7, stride 1) leaves 2x2 at 256 px: fc sees 512 * 4 inputs
+    (tmp_path / "r18.caffemodel").write_bytes(caffemodel(_random_blobs_for(graph)))
+    conv = from_caffe(tmp_path / "r18.prototxt", tmp_path / "r18.caffemodel")
+    assert conv.zoo is None and isinstance(conv.model, CaffeNet)

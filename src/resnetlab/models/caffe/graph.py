@@ -69,6 +69,7 @@ class CaffeNet(nn.Module):
         self.input_shape = tuple(shape[1:])
         self.steps: list[tuple[str, str, list[str], list[str], str]] = []  # (module, layer, bottoms, tops, type)
         self.layers = nn.ModuleDict()
+        self.out_shapes: list[tuple[int, ...]] = []  # per step: its output's (C, H, W) or (N,)
         shapes: dict[str, tuple[int, ...]] = {self.input_name: self.input_shape}
         for layer in layers:
             self._add(layer, shapes)
@@ -91,6 +92,7 @@ class CaffeNet(nn.Module):
             key += "_"
         self.layers[key] = module
         self.steps.append((key, name, bottoms, tops, kind))
+        self.out_shapes.append(out)
         for t in tops:
             shapes[t] = out
 

@@ -31,7 +31,8 @@ class _Graph:
     def __init__(self, net: CaffeNet) -> None:
         self.net, cur, self.nodes = net, {net.input_name: -1}, []
         self.consumers: dict[int, list[int]] = {-1: []}
-        for key, name, bottoms, tops, kind in net.steps:
+        self.shapes: list[tuple[int, ...]] = []
+        for (key, name, bottoms, tops, kind), shape in zip(net.steps, net.out_shapes):
             ins = [cur[b] for b in bottoms]
             if kind in ("Split", "Dropout"):
                 for t in tops:
@@ -39,6 +40,7 @@ class _Graph:
                 continue
             i = len(self.nodes)
             self.nodes.append((kind, net.layers[key], ins, name))
+            self.shapes.append(shape)
             self.consumers[i] = []
             for j in ins:
                 self.consumers[j].append(i)
@@ -124,8 +126,8 @@ def match_resnet(net: CaffeNet) -> dict[str, Any] | None:
         blocks.append(block)
     head = g.only(x, "Pooling")
     fc = g.only(head, "InnerProduct") if head is not None else None
-    if not blocks or fc is None or fc != g.output or g.module(head).method != "AVE":
-        return None
+    if not blocks or fc is None or fc != g.output or g.module(head).method != "AVE" or g.shapes[head][1:] != (1, 1):
+        return None  # the zoo pools globally: a Caffe AVE pool must cover the whole map (pool5: 7x7 at 224 px)
     return _zoo_spec(g, stem[1], blocks, fc, x)
 
 
