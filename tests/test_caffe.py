@@ -319,3 +319,26 @@ def test_a_resnet_whose_last_pool_is_not_global_stays_a_graph(tmp_path):
     (tmp_path / "r18.caffemodel").write_bytes(caffemodel(_random_blobs_for(graph)))
     conv = from_caffe(tmp_path / "r18.prototxt", tmp_path / "r18.caffemodel")
     assert conv.zoo is None and isinstance(conv.model, CaffeNet)
+
+
+@pytest.mark.skipif(not (SHARED / "resnet18-deploy.prototxt").is_file(), reason="../shared/data/caffe is absent")
+def test_fine_tuning_a_converted_model_feeds_caffes_normalisation(tmp_path):
+    from resnetlab.deploy.caffe import save_conversion
+    from resnetlab.eval import load_trained
+    from resnetlab.train.engine import fit
+    from train_helpers import tiny_config, write_tree
+
+    proto = SHARED / "resnet18-deploy.prototxt"
+    (tmp_path / "r18.caffemodel").write_bytes(caffemodel(_random_blobs_for(CaffeNet(parse_prototxt(
+        proto.read_text())))))
+    conv = from_caffe(proto, tmp_path / "r18.caffemodel")
+    files = save_conversion(conv, tmp_path / "converted")
+    tree = write_tree(tmp_path / "colours", train=6, test=3, val=3, size=16)
+    fit(tiny_config(tree, tmp_path / "run", model="resnet18", model_kwargs={"shortcut": "first",
+                                                                          "stem_pool": "caffe"},
+                    pretrained=files["checkpoint"], image_size=32, epochs=1, lr=1e-4))
+    trained = load_trained(tmp_path / "run")
+    assert trained.preprocess.mean == pytest.approx((123 / 255, 117 / 255, 104 / 255))
+    assert trained.preprocess.std == pytest.approx((1 / 255,) * 3)
+    start = conv.model.state_dict()["layer1.0.downsample.0.weight"]  # res2a_branch1, kept by the fine-tune
+    assert torch.allclose(trained.model.state_dict()["layer1.0.downsample.0.weight"], start, atol=1e-2)

@@ -91,8 +91,35 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
         size = train.image_size[0]
     else:
         size = 224
-    pre = Preprocess.for_data(cfg.preset, size, train.in_chans, parse_window(cfg.window))
+    pre = imported_normalisation(cfg, Preprocess.for_data(cfg.preset, size, train.in_chans, parse_window(cfg.window)))
     return DataBundle(train, val, list(train.classes), pre, str(root), test, val_split, cfg.seed)
+
+
+def imported_normalisation(cfg: TrainConfig, pre: Preprocess) -> Preprocess:
+    """Fine-tuning an imported model (``resnetlab convert-caffe``'s model.pt) feeds the data normalised as its
+    weights expect — Caffe's 0-255 pixels minus the mean — not as the data preset would; the model flips to
+    BGR itself. Other starting weights keep the data's normalisation, as before."""
+    import logging
+    import os
+    from dataclasses import replace
+
+    from ..eval.loading import checkpoint_path, checkpoint_preprocess, read_checkpoint
+
+    spec = cfg.pretrained or cfg.weights
+    if not spec or not (os.path.isdir(spec) or str(spec).endswith(".pt")):
+        return pre
+    try:
+        ck = read_checkpoint(checkpoint_path(spec))
+    except (ValueError, FileNotFoundError):  # a plain state dict, or a missing file the weights loader names
+        return pre
+    if (ck.get("config") or {}).get("imported_from") is None:
+        return pre
+    theirs = checkpoint_preprocess(ck, str(spec))
+    if theirs.in_chans != pre.in_chans or (theirs.mean, theirs.std) == (pre.mean, pre.std):
+        return pre
+    logging.getLogger("resnetlab").info("normalising the data as the imported weights of %s expect: mean %s, std %s",
+                                        spec, theirs.mean, theirs.std)
+    return replace(pre, mean=theirs.mean, std=theirs.std)
 
 
 def permute_labels(ds: ArrayDataset | FolderDataset, seed: int) -> ArrayDataset | FolderDataset:
