@@ -21,11 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
 from extras_helpers import need, on_ci
-from PIL import Image
-from train_helpers import ROOT, tiny_config
+from train_helpers import ROOT, tiny_config, write_tree
 
 need("fastapi", "serve")
 need("uvicorn", "serve")
@@ -48,17 +46,8 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _write_colours(root: Path, train: int = 12, test: int = 2, size: int = 8) -> Path:
-    """root/{train,test}/<colour>/NN.png: noisy images whose mean colour gives the class (as write_tree)."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", train), ("test", test)):
-        for cls, rgb in COLOURS.items():
-            folder = root / split / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                pixels = np.clip(np.array(rgb) + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{i:02d}.png")
-    return root
+def _write_colours(root: Path) -> Path:
+    return write_tree(root, train=12, test=2, size=8, colours=COLOURS)
 
 
 def _one_cifar_jpeg(out: Path, prefix: str = "cifar10/test/cat/") -> Path:

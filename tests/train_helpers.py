@@ -18,14 +18,16 @@ COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (200, 50, 40)}
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_tree(root: Path, train: int = 16, test: int = 4, size: int = 8, seed: int = 0, val: int = 0) -> Path:
+def write_tree(root: Path, train: int = 16, test: int = 4, size: int = 8, seed: int = 0, val: int = 0,
+               colours: dict[str, tuple[int, int, int]] | None = None) -> Path:
     """root/{train,test}/<colour>/NN.png (and val/ with ``val`` > 0): noisy images whose mean colour gives the
-    class. Without val/, training holds out a seeded 10 % of train/ as its validation split."""
+    class (``colours``: name -> RGB; default red, green, blue). Without val/, training holds out a seeded 10 %
+    of train/ as its validation split."""
     rng = np.random.default_rng(seed)
     for split, n in (("train", train), ("val", val), ("test", test)):
         if not n:
             continue
-        for cls, rgb in COLOURS.items():
+        for cls, rgb in (colours or COLOURS).items():
             folder = root / split / cls
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
