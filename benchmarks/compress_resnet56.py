@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     full = train(work / f"unpruned-{args.epochs}ep", args.data, args.epochs)
     early = train(work / f"first-{half}ep", args.data, half)
     cfg = CompressConfig(checkpoint=str(work / f"first-{half}ep"), out=str(work / "compress"), data=args.data,
-                         prune=PruneConfig(target_macs=0.5, importance="l2", round_to=8, keep=("stem", "fc")),
+                         prune=PruneConfig(ratio=None, target_macs=0.5, importance="l2", round_to=8, keep=("stem", "fc")),
                          finetune_epochs=args.epochs - half, lr=0.05, int8=False, calib_images=64,
                          train_overrides={"threads": args.threads})
     rows = compress_steps(cfg)
