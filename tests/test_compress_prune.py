@@ -166,3 +166,12 @@ def test_a_pruned_model_fine_tunes_for_other_classes_and_grayscale(tmp_path):
     assert other.fc.out_features == 3 and other.conv1.in_channels == 1
     assert other.fc.in_features == res.model.fc.in_features == other.num_features
     assert other.feature_info.channels()[-1] == res.model.layer3[-1].bn2.num_features
+
+
+def test_a_macs_target_is_found_where_pruning_is_not_monotonic_in_the_ratio():
+    """With round_to=8 on a 16/32/64-wide CIFAR net, Torch-Pruning prunes nothing at max_layer_ratio and less at
+    0.8 than at 0.75: a search that starts from the top of the range called a reachable target out of reach."""
+    model = resnetlab.create_model("resnet20", num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    res = prune_model(model, x, PruneConfig(ratio=None, target_macs=0.5, round_to=8, keep=("stem", "fc")))
+    assert res.macs[1] <= 0.5 * res.macs[0] and res.ratio < 0.5
