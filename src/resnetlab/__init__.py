@@ -28,6 +28,8 @@ _LAZY = {
     "save_weights": ("models.weights", "save_weights"), "TrainConfig": ("train.config", "TrainConfig"),
     "Trainer": ("train.engine", "Trainer"), "TrainResult": ("train.engine", "TrainResult"),
     "fit": ("train.engine", "fit"), "from_caffe": ("deploy.caffe", "from_caffe"),
+    "create_detector": ("models.detection", "create_detector"),
+    "create_segmenter": ("models.segmentation", "create_segmenter"),
 }
 
 
@@ -49,6 +51,6 @@ __all__ = [
     "create_model", "list_models", "load_weights", "save_weights", "read_state_dict",
     "count_params", "count_macs", "model_summary", "FeatureInfo", "Predictor", "Preprocess",
     "TrainConfig", "Trainer", "TrainResult", "fit", "evaluate", "EvalResult", "load_trained", "export", "quantize",
-    "explain", "from_caffe",
+    "explain", "from_caffe", "create_detector", "create_segmenter",
     "__version__",
 ]
