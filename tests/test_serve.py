@@ -386,3 +386,30 @@ def test_the_stored_operating_point_decides_and_is_reported():
     answer = served.describe(probs, 2)
     assert answer["decision"] == {"class": "pos", "prob": pytest.approx(0.3)} and answer["threshold"] == 0.25
     assert answer["top"][0]["class"] == "neg"  # the ranking stays the probabilities'
+
+
+def test_the_batcher_waits_only_while_more_images_are_coming():
+    import asyncio
+
+    from resnetlab.serve.batching import Batcher
+
+    async def scenario():
+        b = Batcher(lambda x: x.reshape(len(x), -1)[:, :2] * 2, max_batch=8, max_wait_ms=400, max_queue=16)
+        await b.start()
+        t = time.perf_counter()
+        (alone,) = await b.submit([np.ones((1, 2, 2), np.float32)])
+        lone_s = time.perf_counter() - t
+        b.incoming(1)  # a second request is decoding: the first waits for it (up to 400 ms)
+
+        async def late():
+            await asyncio.sleep(0.1)
+            b.incoming(-1)
+            return await b.submit([np.zeros((1, 2, 2), np.float32)])
+
+        first, second = await asyncio.gather(b.submit([np.ones((1, 2, 2), np.float32)]), late())
+        await b.stop()
+        return alone, lone_s, first[0], second[0]
+
+    alone, lone_s, first, second = asyncio.run(scenario())
+    assert lone_s < 0.2 and alone[1].batch_size == 1 and np.allclose(alone[0], [2, 2])
+    assert first[1].batch_size == 2 and second[1].batch_size == 2 and np.allclose(second[0], [0, 0])

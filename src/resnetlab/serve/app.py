@@ -92,8 +92,12 @@ def create_app(cfg: ServeConfig, served: ServedModel | None = None) -> Any:
         k = min(topk or cfg.topk, len(served.classes))
         files = await read_images(request, cfg)
         loop = asyncio.get_running_loop()
-        inputs = await asyncio.gather(*(loop.run_in_executor(decoders, served.decode, data, name, cfg.max_pixels)
-                                        for name, data in files))
+        batcher.incoming(len(files))  # the batcher may wait for these while they decode
+        try:
+            inputs = await asyncio.gather(*(loop.run_in_executor(decoders, served.decode, data, name,
+                                                                 cfg.max_pixels) for name, data in files))
+        finally:
+            batcher.incoming(-len(files))
         t1 = time.perf_counter()
         answers = await batcher.submit(inputs)
         probs = served.probs(np.stack([a[0] for a in answers]))

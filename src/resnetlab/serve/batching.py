@@ -2,6 +2,8 @@
 
 Images are queued one by one; a single worker takes the first, waits up to ``max_wait_ms`` for more (up to
 ``max_batch``), runs the batch off the event loop on one inference thread, and answers each image's future.
+It waits only while more images are on their way (requests admitted and still decoding, counted by
+:meth:`Batcher.incoming`): a lone client pays no batching delay.
 The queue is bounded: past ``max_queue`` waiting images a request is refused at once (503) rather than
 left to time out — the backpressure TorchServe's ``job_queue_size`` and Ray Serve's ``@serve.batch`` give.
 """
@@ -38,6 +40,7 @@ class Batcher:
         self.run, self.max_batch, self.max_wait = run, max_batch, max_wait_ms / 1000.0
         self.max_queue, self.on_batch = max_queue, on_batch
         self._queue: asyncio.Queue | None = None
+        self._coming = 0  # images of requests being decoded: they will be submitted shortly
         self._worker: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="resnetlab-infer")
 
@@ -45,6 +48,10 @@ class Batcher:
     def depth(self) -> int:
         """Images waiting (not yet in a running batch)."""
         return self._queue.qsize() if self._queue is not None else 0
+
+    def incoming(self, n: int) -> None:
+        """``n`` images are being decoded and will be submitted (negative: they were, or their request failed)."""
+        self._coming += n
 
     @property
     def running(self) -> bool:
@@ -84,7 +91,7 @@ class Batcher:
                 batch.append(self._queue.get_nowait())
                 continue
             left = deadline - loop.time()
-            if left <= 0:
+            if left <= 0 or self._coming <= 0:  # the wait is over, or nobody is about to submit
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), left))
