@@ -413,3 +413,19 @@ def test_the_batcher_waits_only_while_more_images_are_coming():
     alone, lone_s, first, second = asyncio.run(scenario())
     assert lone_s < 0.2 and alone[1].batch_size == 1 and np.allclose(alone[0], [2, 2])
     assert first[1].batch_size == 2 and second[1].batch_size == 2 and np.allclose(second[0], [0, 0])
+
+
+def test_an_int8_artefact_is_served_as_int8(run, tmp_path):
+    need("openvino", "openvino")
+    need("nncf", "openvino")
+    from resnetlab.deploy.api import quantize_checkpoint
+
+    report = quantize_checkpoint(str(run / "run"), "openvino", tmp_path / "int8.xml", calib_images=16)
+    artefact = getattr(report, "path", None) or tmp_path / "int8.xml"
+    path = first_image(run / "colours" / "test")
+    with running(ServeConfig(checkpoint=str(artefact), precision="int8-artefact", threads=1)) as base:
+        info = httpx.get(base + "/v1/model").json()
+        got = httpx.post(base + "/v1/predict", content=_png(path), headers={"content-type": "image/png"}).json()
+    assert info["precision"] == "int8" and info["backend"] == "openvino" and got["precision"] == "int8"
+    want = Predictor(str(artefact)).predict([str(path)], topk=3)[0]
+    assert [t["class"] for t in got["predictions"][0]["top"]] == [c for c, _ in want]
