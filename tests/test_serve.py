@@ -429,3 +429,15 @@ def test_an_int8_artefact_is_served_as_int8(run, tmp_path):
     assert info["precision"] == "int8" and info["backend"] == "openvino" and got["precision"] == "int8"
     want = Predictor(str(artefact)).predict([str(path)], topk=3)[0]
     assert [t["class"] for t in got["predictions"][0]["top"]] == [c for c, _ in want]
+
+
+def test_the_cli_leaves_sigpipe_alone():
+    """`main()` once set SIGPIPE to its default action: in-process callers (this test suite) and `resnetlab serve`
+    were then killed by the first write to a socket whose client had hung up."""
+    import signal as sig
+
+    from resnetlab.cli import main
+
+    before = sig.getsignal(sig.SIGPIPE)
+    assert main(["models", "--filter", "resnet18"]) == 0
+    assert sig.getsignal(sig.SIGPIPE) == before == sig.SIG_IGN

@@ -6,7 +6,6 @@ import argparse
 import ast
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -335,14 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if hasattr(signal, "SIGPIPE"):  # `resnetlab models | head` ends quietly
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"resnetlab {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `resnetlab models | head`: the reader left; end quietly (Python's documented way,
+        # not SIGPIPE's default action, which would also let any client that hangs up kill `resnetlab serve`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
