@@ -217,7 +217,7 @@ def test_the_public_resnet18_prototxt_becomes_the_zoo_resnet18(tmp_path):
     assert "layer1.0.downsample.0.weight" in model.state_dict() and "fc.weight" in model.state_dict()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
-        want, got = conv.report["graph_model"](x), model(x)
+        want, got = conv.graph_model(x), model(x)
     assert torch.allclose(got, want, atol=1e-4 * float(want.abs().max()))
     path = resnetlab.save_weights(model, tmp_path / "r18.safetensors")
     again = resnetlab.create_model("resnet18", weights=path, **{k: v for k, v in conv.zoo["kwargs"].items()})

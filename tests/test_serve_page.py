@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from extras_helpers import need, on_ci
+from serve_helpers import free_port
 from train_helpers import ROOT, tiny_config, write_tree
 
 need("fastapi", "serve")
@@ -63,12 +63,6 @@ def _one_cifar_jpeg(out: Path, prefix: str = "cifar10/test/cat/") -> Path:
     raise AssertionError(f"no {prefix}*.jpg in {CIFAR}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get_json(url: str) -> tuple[int, dict | None]:
     try:
         with urllib.request.urlopen(url, timeout=5) as r:
@@ -93,7 +87,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @contextmanager
 def _serving(checkpoint: Path, log: Path, *flags: str) -> Iterator[tuple[str, dict]]:
     """(base URL, /v1/model) of `python -m resnetlab serve` on a free loopback port, stopped on exit."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     args = [sys.executable, "-m", "resnetlab", "serve", "--checkpoint", str(checkpoint), "--port", str(port),
             "--threads", "1", *flags]

@@ -10,7 +10,7 @@ __all__ = ["add_serve_verb"]
 
 
 def add_serve_verb(sub) -> None:
-    from ..serve.config import ServeConfig
+    from ..serve.config import BACKENDS, PRECISIONS, ServeConfig, field_parser
 
     s = sub.add_parser("serve", help="an HTTP server for one model: /v1/predict with dynamic batching, /v1/explain, "
                                      "/metrics and a page to try it (GET /)")
@@ -22,10 +22,8 @@ def add_serve_verb(sub) -> None:
         elif f.type in ("bool", bool):
             s.add_argument("--no-explain", dest="explain", action="store_false", help="do not offer /v1/explain")
         else:
-            kind = {"int": int, "float": float, "int | None": int}.get(str(f.type), str)
-            choices = {"backend": ("auto", "torch", "onnxruntime", "openvino"),
-                       "precision": ("fp32", "bf16", "int8-artefact")}.get(f.name)
-            s.add_argument(flag, type=kind, default=f.default, choices=choices,
+            choices = {"backend": BACKENDS, "precision": PRECISIONS}.get(f.name)
+            s.add_argument(flag, type=field_parser(f), default=f.default, choices=choices,
                            help=f"{helps[f.name]} (default {f.default})")
     s.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     s.set_defaults(func=_cmd_serve)

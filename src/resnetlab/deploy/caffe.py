@@ -7,7 +7,6 @@ reproduce Caffe's 0–255, mean-subtracted input — and flips to Caffe's BGR in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any, Sequence
 import torch.nn as nn
 
 from ..data.preprocess import Preprocess
+from ..utils.download import file_digest
 from ..models.caffe import CaffeFormatError, CaffeGraphError, CaffeNet, PrototxtError, read_caffemodel, read_prototxt
 
 __all__ = ["CaffeConversion", "from_caffe", "save_caffe_net", "load_caffe_net", "CAFFE_MEAN_BGR",
@@ -28,23 +28,16 @@ META_KEY = "resnetlab.caffe"
 
 @dataclass
 class CaffeConversion:
-    """The converted ``model`` (a :class:`CaffeNet`, or a zoo model when ``zoo`` names one), how to feed it,
-    and the facts of the conversion."""
+    """The converted ``model`` (the ``graph_model`` itself, or a zoo model when ``zoo`` names one), how to feed
+    it, and the facts of the conversion."""
 
     model: nn.Module
     preprocess: Preprocess
     classes: list[str]
-    graph: dict[str, list]
+    graph: dict[str, list]  # the prototxt, parsed
+    graph_model: CaffeNet  # the layer graph as read, which a zoo model is checked against
     zoo: dict[str, Any] | None = None  # {"name": "resnet18", "kwargs": {...}}
     report: dict[str, Any] = field(default_factory=dict)
-
-
-def _sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def caffe_preprocess(size: int, mean_bgr: Sequence[float], in_chans: int = 3) -> Preprocess:
@@ -76,11 +69,11 @@ def from_caffe(prototxt: str | os.PathLike, caffemodel: str | os.PathLike, *,
     kinds: dict[str, int] = {}
     for *_, kind in model.steps:
         kinds[kind] = kinds.get(kind, 0) + 1
-    report = {"prototxt": str(prototxt), "caffemodel": str(caffemodel), "caffemodel_sha256": _sha256(caffemodel),
+    report = {"prototxt": str(prototxt), "caffemodel": str(caffemodel), "caffemodel_sha256": file_digest(caffemodel),
               "layers": kinds, "params": sum(p.numel() for p in model.parameters()),
               "input": [c, h, w], "outputs": n_out, "dropped_final_softmax": model.ends_in_softmax,
               "mean_bgr": [float(m) for m in mean_bgr]}
-    conv = CaffeConversion(model, caffe_preprocess(h, mean_bgr, c), names, net, None, report)
+    conv = CaffeConversion(model, caffe_preprocess(h, mean_bgr, c), names, net, model, None, report)
     if zoo:
         from ..models.caffe.zoo import to_zoo
 
@@ -93,10 +86,8 @@ def save_caffe_net(conv: CaffeConversion, path: str | os.PathLike) -> Path:
     from ..models.weights import save_weights
 
     meta = {META_KEY: json.dumps({"graph": conv.graph, "preprocess": conv.preprocess.to_dict(),
-                                  "classes": conv.classes, "bgr": conv.model.bgr if isinstance(conv.model, CaffeNet)
-                                  else True})}
-    graph = conv.model if isinstance(conv.model, CaffeNet) else conv.report["graph_model"]
-    return save_weights(graph.state_dict(), path, metadata=meta)
+                                  "classes": conv.classes, "bgr": conv.graph_model.bgr})}
+    return save_weights(conv.graph_model.state_dict(), path, metadata=meta)
 
 
 def load_caffe_net(path: str | os.PathLike) -> tuple[CaffeNet, Preprocess, list[str]]:
@@ -143,8 +134,7 @@ def save_conversion(conv: CaffeConversion, out: str | os.PathLike) -> dict[str, 
         files["checkpoint"] = str(out / "model.pt")
         files["weights"] = str(save_weights(conv.model, out / "model.safetensors",
                                             metadata={"resnetlab.model_kwargs": json.dumps(kwargs)}))
-    report = {k: v for k, v in conv.report.items() if k != "graph_model"}
-    report.update(files=files, classes=len(conv.classes), preprocess=conv.preprocess.to_dict())
+    report = dict(conv.report, files=files, classes=len(conv.classes), preprocess=conv.preprocess.to_dict())
     atomic_write_text(out / "conversion.json", json.dumps(report, indent=2) + "\n")
     files["report"] = str(out / "conversion.json")
     return files
@@ -157,7 +147,7 @@ def check_conversion(conv: CaffeConversion, images: Sequence[str | os.PathLike])
 
     from ..data.folder import load_image
 
-    graph = conv.report.get("graph_model", conv.model)
+    graph = conv.graph_model
     transform, out = conv.preprocess.image_transform(), []
     mode = "L" if conv.preprocess.in_chans == 1 else "RGB"
     for path in images:

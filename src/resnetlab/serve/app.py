@@ -68,7 +68,6 @@ def create_app(cfg: ServeConfig, served: ServedModel | None = None) -> Any:
 
     app = FastAPI(title="resnetlab serve", version="1", lifespan=lifespan,
                   description="Image classification with a resnetlab model: dynamic batching, limits, metrics.")
-    app.state.resnetlab = state
     _add_error_handlers(app)
 
     @app.get("/healthz")
@@ -180,7 +179,6 @@ class _Measured:
 
     def __init__(self, inner: Any, metrics: ServeMetrics, app: FastAPI) -> None:
         self.inner, self.metrics, self.app = inner, metrics, app
-        self.state = app.state
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

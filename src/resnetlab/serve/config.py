@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import Field, asdict, dataclass, field, fields
+from typing import Any, Callable
 
-__all__ = ["ServeConfig"]
+__all__ = ["ServeConfig", "BACKENDS", "PRECISIONS", "field_parser"]
+
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8-artefact")
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,9 @@ class ServeConfig:
             raise ValueError(f"max_wait_ms must be 0 or more, got {self.max_wait_ms!r}")
         if not 0 < self.port < 65536:
             raise ValueError(f"port must be 1..65535, got {self.port!r}")
-        if self.backend not in ("auto", "torch", "onnxruntime", "openvino"):
+        if self.backend not in BACKENDS:
             raise ValueError(f"backend must be auto, torch, onnxruntime or openvino, got {self.backend!r}")
-        if self.precision not in ("fp32", "bf16", "int8-artefact"):
+        if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be fp32, bf16 or int8-artefact, got {self.precision!r}")
 
     @property
@@ -58,3 +61,11 @@ class ServeConfig:
     @classmethod
     def help(cls) -> dict[str, str]:
         return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+def field_parser(f: Field) -> Callable[[str], Any]:
+    """How a text value (a command-line flag, an environment variable) becomes the field's type."""
+    kind = str(f.type)
+    if kind == "bool":
+        return lambda raw: raw.strip().lower() in ("1", "true", "yes", "on")
+    return {"int": int, "int | None": int, "float": float}.get(kind, str)

@@ -17,9 +17,8 @@ class BodyLimits:
     """413 for a body over ``max_bytes`` (from Content-Length at once, else as soon as the stream passes it),
     408 when the whole body has not arrived within ``timeout_s`` (a slow or stalled client)."""
 
-    def __init__(self, app: Any, *, max_bytes: int, timeout_s: float,
-                 on_reject: Callable[[str, int], None] | None = None) -> None:
-        self.app, self.max_bytes, self.timeout_s, self.on_reject = app, max_bytes, timeout_s, on_reject
+    def __init__(self, app: Any, *, max_bytes: int, timeout_s: float) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -63,8 +62,6 @@ class BodyLimits:
 
     async def _refuse(self, scope: dict, send: Callable, status: int, kind: str, message: str,
                       drain: Callable | None = None) -> None:
-        if self.on_reject is not None:
-            self.on_reject(scope.get("path", ""), status)
         payload = error_bytes(status, kind, message)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),

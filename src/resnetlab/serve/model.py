@@ -19,8 +19,6 @@ from .decode import decode_image
 
 __all__ = ["ServedModel"]
 
-ARTEFACT_SUFFIXES = (".onnx", ".xml", ".pt2", ".ts", ".torchscript")
-
 
 class ServedModel:
     """``predictor`` answers /v1/predict; ``trained`` (a :class:`resnetlab.eval.TrainedModel`, or None for an
@@ -39,10 +37,11 @@ class ServedModel:
             raise ValueError(f"{cfg.checkpoint}: --precision int8-artefact needs an int8 artefact (made by "
                              f"`resnetlab quantize`), this one runs {predictor.precision}")
         trained = None
-        if cfg.explain and Path(cfg.checkpoint).suffix.lower() not in ARTEFACT_SUFFIXES:
-            from ..explain import load_explainable
+        if cfg.explain:  # an exported artefact carries no gradients: no explanations
+            from ..explain.api import EXPORTED_SUFFIXES, load_explainable
 
-            trained = load_explainable(cfg.checkpoint)
+            if Path(cfg.checkpoint).suffix.lower() not in EXPORTED_SUFFIXES:
+                trained = load_explainable(cfg.checkpoint)
         return cls(predictor, trained)
 
     # --- what it is -----------------------------------------------------------------------------

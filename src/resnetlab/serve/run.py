@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import ServeConfig
+from .config import ServeConfig, field_parser
 
 __all__ = ["create_app", "serve", "from_env", "config_from_env"]
 
@@ -43,12 +43,10 @@ def config_from_env(environ: dict[str, str] | None = None) -> ServeConfig:
         raw = env.get(ENV_PREFIX + f.name.upper())
         if raw is None:
             continue
-        kind = str(f.type)
         try:
-            values[f.name] = (int(raw) if kind in ("int", "int | None") else float(raw) if kind == "float" else
-                              raw.strip().lower() in ("1", "true", "yes", "on") if kind == "bool" else raw)
+            values[f.name] = field_parser(f)(raw)
         except ValueError:
-            raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {kind}") from None
+            raise ValueError(f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {f.type}") from None
     if "checkpoint" not in values:
         raise ValueError(f"set {ENV_PREFIX}CHECKPOINT to the checkpoint or artefact to serve")
     return ServeConfig(**values)

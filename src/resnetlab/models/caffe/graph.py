@@ -131,10 +131,7 @@ class CaffeNet(nn.Module):
 
 
 def _wanted_blobs(kind: str, module: nn.Module) -> list[tuple[Tensor, tuple[int, ...]]]:
-    if kind in ("Convolution", "InnerProduct"):
-        return [(module.weight, tuple(module.weight.shape))] + \
-            ([(module.bias, tuple(module.bias.shape))] if module.bias is not None else [])
-    if kind == "Scale":
+    if kind in ("Convolution", "InnerProduct", "Scale"):
         return [(module.weight, tuple(module.weight.shape))] + \
             ([(module.bias, tuple(module.bias.shape))] if module.bias is not None else [])
     if kind == "BatchNorm":

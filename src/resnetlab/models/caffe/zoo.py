@@ -107,7 +107,8 @@ def _block(g: _Graph, x: int) -> tuple[int, dict[str, Any]] | None:
 
 
 def match_resnet(net: CaffeNet) -> dict[str, Any] | None:
-    """The zoo ResNet ``net`` is, as {"name", "kwargs", "stem", "blocks", "fc"}, or None."""
+    """The zoo ResNet ``net`` is, as {"name", "kwargs", "stem", "stages", "fc", "block", "graph"} (node ids
+    into "graph", the net in single-assignment form), or None."""
     g = _Graph(net)
     convs = [c for c in g.consumers[-1] if g.kind(c) == "Convolution"]
     stem = g.unit(convs[0], relu=True) if len(convs) == 1 else None
@@ -128,10 +129,10 @@ def match_resnet(net: CaffeNet) -> dict[str, Any] | None:
     fc = g.only(head, "InnerProduct") if head is not None else None
     if not blocks or fc is None or fc != g.output or g.module(head).method != "AVE" or g.shapes[head][1:] != (1, 1):
         return None  # the zoo pools globally: a Caffe AVE pool must cover the whole map (pool5: 7x7 at 224 px)
-    return _zoo_spec(g, stem[1], blocks, fc, x)
+    return _zoo_spec(g, stem[1], blocks, fc)
 
 
-def _zoo_spec(g: _Graph, stem: tuple, blocks: list[dict], fc: int, last: int) -> dict[str, Any] | None:
+def _zoo_spec(g: _Graph, stem: tuple, blocks: list[dict], fc: int) -> dict[str, Any] | None:
     kinds = {len(b["units"]) for b in blocks}
     if len(kinds) != 1 or kinds - {2, 3}:
         return None
@@ -161,7 +162,7 @@ def _zoo_spec(g: _Graph, stem: tuple, blocks: list[dict], fc: int, last: int) ->
         kwargs["shortcut"] = shortcut
     if widths != (64, 128, 256, 512):
         kwargs["widths"] = widths
-    return {"name": name, "kwargs": kwargs, "stem": stem, "stages": stages, "fc": fc, "block": block}
+    return {"name": name, "kwargs": kwargs, "stem": stem, "stages": stages, "fc": fc, "block": block, "graph": g}
 
 
 def _copy_unit(g: _Graph, unit: tuple[int, int, int], conv: nn.Conv2d, bn: nn.BatchNorm2d,
@@ -177,15 +178,15 @@ def _copy_unit(g: _Graph, unit: tuple[int, int, int], conv: nn.Conv2d, bn: nn.Ba
 
 
 def to_zoo(conv: Any) -> None:
-    """Replace ``conv.model`` (a :class:`CaffeNet`) by the zoo ResNet it is, when it is one."""
+    """Replace ``conv.model`` (its ``graph_model``) by the zoo ResNet it is, when it is one."""
     from ..factory import create_model
 
-    graph = conv.model
+    graph = conv.graph_model
     spec = match_resnet(graph)
     if spec is None:
         conv.report["zoo"] = None
         return
-    g = _Graph(graph)
+    g = spec["graph"]
     model = create_model(spec["name"], **spec["kwargs"]).eval()
     _copy_unit(g, spec["stem"], model.conv1, model.bn1, flip_input=graph.bgr)
     for i, stage in enumerate(spec["stages"]):
@@ -206,5 +207,5 @@ def to_zoo(conv: Any) -> None:
         raise RuntimeError(f"the zoo {spec['name']} built from the Caffe graph differs from it by {err:.2e}: a "
                            "converter bug; please report it with the prototxt")
     conv.zoo = {"name": spec["name"], "kwargs": spec["kwargs"]}
-    conv.report.update(zoo=conv.zoo, zoo_max_rel_diff=err, graph_model=graph)
+    conv.report.update(zoo=conv.zoo, zoo_max_rel_diff=err)
     conv.model = model
