@@ -39,6 +39,8 @@ def add_deploy_verbs(sub) -> None:
                    help="bulk mode: start the CSV afresh (else it is resumed, if the same model wrote it)")
     p.add_argument("--no-resume", action="store_true", help="deprecated: the same as --overwrite")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--score-thresh", type=float, default=0.5, help="detectors: the lowest score of a box reported")
+    p.add_argument("--draw", help="detectors / segmenters: folder for each image with its boxes or mask drawn")
     p.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser("export", help="ONNX / OpenVINO / pt2 / TorchScript artefact, checked against eager")
@@ -86,6 +88,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError("give image files, or --data FOLDER for bulk mode")
     if args.no_resume:
         print("resnetlab predict: --no-resume is deprecated; use --overwrite", file=sys.stderr)
+    from ..deploy.dense import is_dense_checkpoint
+
+    if is_dense_checkpoint(args.checkpoint):
+        return _predict_dense(args)
     predictor = Predictor(args.checkpoint, args.backend, threads=args.threads, precision=args.precision,
                           allow_torchscript=args.allow_torchscript)
     print(f"{predictor!r}", file=sys.stderr)
@@ -99,6 +105,29 @@ def _cmd_predict(args: argparse.Namespace) -> int:
               f"{summary['predicted_now']} images predicted ({summary['resumed_from']} already done, "
               f"{summary['failed']} unreadable) into {summary['out']}")
     return _predict_images(predictor, args) if args.images else 0
+
+
+def _predict_dense(args: argparse.Namespace) -> int:
+    """A detector's boxes or a segmenter's pixel classes per image (drawn into --draw); 1 if any was unreadable."""
+    from ..deploy.dense import DensePredictor
+
+    if args.data:
+        raise ValueError("--data (bulk CSV) is for classifiers; give a detector or segmenter the image files")
+    predictor = DensePredictor(args.checkpoint, score_thresh=args.score_thresh, threads=args.threads)
+    print(f"{predictor!r}", file=sys.stderr)
+    done, errors = predictor.predict_many(args.images, args.draw)
+    for message in errors.values():
+        print(f"resnetlab predict: {message}", file=sys.stderr)
+    for p in done:
+        if args.json:
+            print(json.dumps(p.to_dict()))
+        elif p.mask is None:
+            found = ", ".join(f"{b['label']} {b['score']:.2f} at {b['box']}" for b in p.boxes) or "nothing"
+            print(f"{p.image}: {len(p.boxes)} object(s): {found}" + (f" -> {p.drawn}" if p.drawn else ""))
+        else:
+            shares = ", ".join(f"{c} {100 * v:.1f}%" for c, v in p.pixels.items())
+            print(f"{p.image}: {shares}" + (f" -> {p.drawn}" if p.drawn else ""))
+    return 1 if errors else 0
 
 
 def _predict_images(predictor, args: argparse.Namespace) -> int:

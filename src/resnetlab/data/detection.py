@@ -51,6 +51,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def __init__(self, samples: Sequence[DetectionSample], classes: Sequence[str], source: str) -> None:
         self.samples, self.classes, self.source = list(samples), list(classes), source
+        self.skipped: list[tuple[str, str]] = []  # bad images are found (and dropped) when batches are made
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -197,8 +198,11 @@ def read_mask_folder(images: str | os.PathLike, masks: str | os.PathLike, *, kin
             raise ValueError(f"{f}: no mask {m_path.name} in {mask_dir}")
         with Image.open(m_path) as im:
             mask = np.asarray(im)
-        with Image.open(f) as im:
-            size = im.size
+        try:
+            with Image.open(f) as im:
+                size = im.size
+        except (OSError, ValueError):  # an unreadable image is dropped (and counted) when batches are made
+            size = mask.shape[::-1]
         if mask.ndim != 2 or mask.shape[::-1] != size:
             raise ValueError(f"{m_path}: a mask must be one channel of the image's size {size}, got shape "
                              f"{mask.shape}")

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from ..eval import checkpoint_path, eval_batches, load_trained, open_split
+from ..models.dense import DENSE_TASKS
 from .export import FORMATS, ExportReport, export_model
 from .meta import ModelMeta
 from .quantize import QUANT_BACKENDS, QuantizeReport, calibration_images, quantize_model, test_batches
@@ -31,6 +32,11 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     trained = load_trained(checkpoint)
     out = Path(out) if out else default_artefact_path(checkpoint, f"model{FORMATS[fmt]}")
+    if trained.task in DENSE_TASKS:  # a detector or segmenter: dynamic image size, its own parity check
+        from .dense_export import export_dense
+
+        return export_dense(trained, fmt, out, check_data=check_data, check_images=min(check_images, 4),
+                            tolerance=tolerance)
     ds = open_split(trained, check_data, "test")
     x = next(iter(eval_batches(ds, trained.preprocess, batch_size=check_images, limit_batches=1).epoch(0)))[0]
     return export_model(trained.model, ModelMeta.from_trained(trained), out, fmt, dynamic_batch=dynamic_batch,

@@ -32,7 +32,7 @@ from .meta import EXTRA_FILE, META_KEY, ModelMeta
 from .runtimes import OnnxRuntime, OpenVINORuntime, TorchRuntime, require
 
 __all__ = ["FORMATS", "ExportReport", "export_model", "to_onnx_bytes", "to_openvino", "load_artefact",
-           "artefact_format", "artefact_files", "staged_artefact", "UntrustedArtefactError"]
+           "artefact_format", "artefact_files", "staged_artefact", "UntrustedArtefactError", "require_onnx_export"]
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "pt2": ".pt2", "torchscript": ".ts"}
 
@@ -79,7 +79,7 @@ def _example(meta: ModelMeta, batch: int = 2) -> torch.Tensor:
 
 def to_onnx_bytes(model: nn.Module, meta: ModelMeta, *, dynamic_batch: bool = True, batch_size: int = 1) -> bytes:
     """The folded model as an ONNX graph (opset 18, dynamo exporter) with the metadata embedded."""
-    _require_onnx_export()
+    require_onnx_export()
     net = inference_model(model, channels_last=False)
     x = _example(meta, 2 if dynamic_batch else batch_size)
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
@@ -99,7 +99,7 @@ def embed_onnx_meta(proto: Any, meta: ModelMeta) -> None:
         entry.key, entry.value = key, value
 
 
-def _require_onnx_export() -> None:
+def require_onnx_export() -> None:
     for name in ("onnx", "onnxscript"):
         if importlib.util.find_spec(name) is None:
             raise ModuleNotFoundError(f"ONNX export needs the {name!r} package: pip install 'resnetlab[onnx]'")

@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models.dense import DENSE_TASKS
 from ..utils.fileio import atomic_write_text
 from ..utils.hardware import resolve_amp
 from .batches import collect_logits, eval_batches, open_split
 from .clinical_plots import save_reliability, save_roc_pr
 from .confusion import save_confusion_matrix
+from .dense import DENSE_BATCH, evaluate_dense, format_dense
 from .loading import TrainedModel, load_trained
 from .metrics import format_metrics
 from .multilabel import task_metrics, task_report
@@ -51,7 +53,7 @@ class EvalResult:
                 "files": dict(self.files)}
 
     def summary(self) -> str:
-        return format_metrics(self.metrics)
+        return format_dense(self.metrics) if self.metrics.get("task") in DENSE_TASKS else format_metrics(self.metrics)
 
 
 def run_precision(trained: TrainedModel, device: torch.device | str = "cpu") -> tuple[str, bool]:
@@ -107,6 +109,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
     ``reliability.png`` and, for a binary task, ``roc_pr.png`` there.
     """
     trained = load_trained(checkpoint, ema=ema, device=device)
+    if trained.task in DENSE_TASKS:  # a detector (COCO box AP) or a segmenter (mIoU)
+        return _evaluate_dense(trained, data, split, min(batch_size, DENSE_BATCH), limit_batches, out, device)
     ds = open_split(trained, data, split, progress=progress)
     batches = eval_batches(ds, trained.preprocess, batch_size=batch_size, limit_batches=limit_batches,
                            seed=trained.config.get("seed", 0))
@@ -138,4 +142,17 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
                 files.update(_save_point_confusion(clinical, trained.classes, pos, out))
         result.files = {k: str(v) for k, v in files.items()}
         atomic_write_text(files["metrics"], json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def _evaluate_dense(trained: TrainedModel, data: Any, split: str, batch_size: int, limit_batches: int | None,
+                    out: str | os.PathLike | None, device: str) -> EvalResult:
+    amp, _ = run_precision(trained, device)
+    metrics = evaluate_dense(trained, data, split, batch_size=batch_size, limit_batches=limit_batches,
+                             device=device, amp=amp)
+    result = EvalResult(metrics, str(trained.path), split, metrics["data"], metrics["num_images"],
+                        metrics["skipped_files"], amp, False)
+    if out is not None:
+        result.files = {"metrics": str(Path(out) / "metrics.json")}
+        atomic_write_text(result.files["metrics"], json.dumps(result.to_dict(), indent=2))
     return result

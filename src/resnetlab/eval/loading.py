@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from ..data.preprocess import Preprocess
 from ..models import create_model
+from ..models.dense import DENSE_TASKS, create_dense
 from ..models.weights import load_weights
 
 __all__ = ["FORMAT", "TrainedModel", "load_trained", "read_checkpoint", "checkpoint_path", "checkpoint_preprocess"]
@@ -76,7 +77,7 @@ class TrainedModel:
     path: Path  # the checkpoint file read
     precision: dict[str, Any] = field(default_factory=dict)  # {"amp": "bf16", "channels_last": True} it ran in
     operating_point: dict[str, Any] | None = None  # binary runs: the threshold chosen on val (see eval.clinical)
-    task: str = "multiclass"  # or "multilabel": several 0/1 labels per image, a sigmoid each
+    task: str = "multiclass"  # "multilabel": several 0/1 labels per image, a sigmoid each; "detection", "segmentation"
 
     @property
     def in_chans(self) -> int:
@@ -98,8 +99,11 @@ def load_trained(checkpoint: str | os.PathLike, *, ema: bool = False,
     come without one (argmax, unless a threshold is given)."""
     path = checkpoint_path(checkpoint)
     ck = read_checkpoint(path)
-    model = create_model(ck["model_name"], num_classes=ck["num_classes"], in_chans=ck["in_chans"],
-                         layer_widths=ck.get("widths"), **ck["model_kwargs"])  # widths: a pruned model's own
+    if ck.get("task") in DENSE_TASKS:  # a detector or segmenter: torchvision's heads on a zoo trunk
+        model = create_dense(ck["model_name"], ck["num_classes"], **ck["model_kwargs"])
+    else:
+        model = create_model(ck["model_name"], num_classes=ck["num_classes"], in_chans=ck["in_chans"],
+                             layer_widths=ck.get("widths"), **ck["model_kwargs"])  # widths: a pruned model's own
     if ck.get("qat"):  # a quantization-aware run: its fake-quantizers, whose trained ranges the state dict holds
         from ..models.qat import rebuild_qat
 

@@ -74,6 +74,8 @@ class TrainConfig:
     window: str | None = _f(None, "DICOM files: the VOI window centre,width (e.g. 40,400 for soft tissue; -600,1500 "
                                   "for lung) instead of each file's own; stored with the model for prediction")
     workers: int = _f(2, "DataLoader workers for streamed (large-image) folders")
+    masks: str = _f("auto", "detection/segmentation mask folders: 'instance' (value k = object k) or 'semantic' "
+                            "(value = class); auto: instance for a detector, semantic for a segmenter")
     # --- augmentation ---
     preset: str = _f("cifar", "'cifar' (pad-4 crop + flip) or 'imagenet' (RandomResizedCrop + flip)")
     image_size: int | None = _f(None, "network input size; None: the data's own size (cifar) / 224 (imagenet)")
@@ -103,7 +105,9 @@ class TrainConfig:
     threshold_metric: str = _f("youden", "what --threshold auto maximises on validation: youden, balanced_accuracy, "
                                          "f1, sensitivity@X or specificity@X (e.g. sensitivity@0.95)")
     positive_class: str | None = _f(None, "binary tasks: the positive class's name (default: the second class)")
-    select_metric: str = _f("top1", "validation metric that selects best.pt: top1, auc or balanced_accuracy")
+    select_metric: str = _f("top1", "validation metric that selects best.pt: top1, auc or balanced_accuracy; "
+                                       "detectors: map (default), map_50, map_75; segmenters: miou (default), "
+                                       "pixel_acc")
     # --- optimisation ---
     epochs: int = _f(1, "passes over the training data")
     max_steps: int | None = _f(None, "stop after this many optimizer steps (He et al.'s 64k iterations)")
@@ -160,7 +164,8 @@ _CHOICES = {
     "preset": ("cifar", "imagenet"), "optimizer": ("sgd", "adamw"), "amp": AMP_CHOICES,
     "schedule": ("cosine", "step", "multistep", "onecycle", "constant"), "milestone_unit": ("epoch", "step"),
     "auto_augment": (None, "trivial", "randaugment"), "sampler": ("shuffle", "balanced"),
-    "select_metric": ("top1", "auc", "balanced_accuracy"), "finetune": ("full", "linear", "gradual"),
+    "select_metric": ("top1", "auc", "balanced_accuracy", "map", "map_50", "map_75", "miou", "pixel_acc"),
+    "finetune": ("full", "linear", "gradual"), "masks": ("auto", "instance", "semantic"),
     "task": ("auto", "binary", "multiclass", "ordinal", "multilabel"),
 }
 

@@ -25,12 +25,15 @@ from ..data import mix_batch
 from ..data.medmnist import medmnist_positive
 from ..eval import collect_logits, task_metrics
 from ..models import create_model
+from ..models.dense import dense_kind
 from ..models.qat import prepare_qat, qat_record, rebuild_qat
 from ..models.widths import layer_widths
 from ..utils import Progress
 from .checkpoint import (TrainingDiverged, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                          update_checkpoint)
 from .config import TrainConfig, resumed_config, save_config, to_dict
+from ..eval.dense import DENSE_SCORES
+from .dense import DenseTask
 from .decisions import (build_objective, check_task, class_counts, describe_point, operating_point, selection_score,
                         task_of, test_row, threshold_setting)
 from .finetune import FinetunePolicy, remake_head, starting_weights
@@ -87,15 +90,20 @@ class Trainer:
         if removed:
             log.info("overwrite: removed %d files of the previous run in %s", len(removed), self.run_dir)
         torch.manual_seed(cfg.seed)
-        self.data = build_data(cfg, self.info)
+        # detection and segmentation plug into this loop through a task object (None: classification)
+        self.dense = DenseTask(cfg) if dense_kind(cfg.model) else None
+        self.data = self.dense.build_data(cfg, self.info) if self.dense else build_data(cfg, self.info)
         # the resolved config names the data and the validation hold-out it used (so eval can find them again)
         self.cfg = cfg = cfg.replace(data=self.data.root, val_split=self.data.val_split)
         self._check_data()
         cfg = self.cfg
         self.amp, self.channels_last = resolve_precision(cfg, self.device, (resume_state or {}).get("precision"))
-        self.train_batches = make_batches(self.data, cfg, self.info, split="train")
-        self.eval_batches = make_batches(self.data, cfg, self.info, split="val")
-        self.test_batches = make_batches(self.data, cfg, self.info, split="test")
+        batches = self.dense.batches if self.dense else make_batches
+        if self.dense:
+            self.channels_last = False  # a detector takes a list of images of their own sizes
+        self.train_batches = batches(self.data, cfg, self.info, split="train")
+        self.eval_batches = batches(self.data, cfg, self.info, split="val")
+        self.test_batches = batches(self.data, cfg, self.info, split="test")
         self._resume_widths = (resume_state or {}).get("widths")
         self._resume_distill = (resume_state or {}).get("distill")
         self._build_model(resuming=resume_state is not None)
@@ -126,6 +134,9 @@ class Trainer:
     def _check_data(self) -> None:
         """Settings the data cannot honour fail here, before the model is even built."""
         d, classes = self.data, self.data.classes
+        if self.dense is not None:
+            self.task, self.train_counts = self.dense.kind, None
+            return
         self.task = task_of(d.train)
         implied = medmnist_positive(d.root)
         if self.cfg.positive_class is None and implied in classes and len(classes) == 2 and self.task != "multilabel":
@@ -140,20 +151,10 @@ class Trainer:
         cfg, data = self.cfg, self.data
         self.num_classes = cfg.num_classes or len(data.classes)
         self.in_chans = cfg.in_chans or data.in_chans
-        path, self.pretrained = (None, None) if resuming else starting_weights(cfg)  # a resume has its own
-        # a resumed run rebuilds the widths it had (a pruned model's), a new one takes those of its weights file
-        widths = (self._resume_widths or None) if resuming else None
-        model = create_model(cfg.model, num_classes=self.num_classes, in_chans=self.in_chans, weights=path,
-                             layer_widths=widths, **cfg.model_kwargs)
-        if path is not None:
-            log.info("starting from %s (%s)", path, self.pretrained["source"])
-            if remake_head(model, self.pretrained, list(data.classes)):
-                log.info("classifier re-made for %s: the weights' head was trained for %s", list(data.classes),
-                         self.pretrained["classes"])
-        if cfg.qat:  # a resume rebuilds the quantizer layout without calibrating; _restore loads the trained ranges
-            side = self.data.preprocess.image_size
-            model = (rebuild_qat(model, (self.in_chans, side, side)) if resuming
-                     else prepare_qat(model, self._calibration(cfg.qat_calib_images)))
+        if self.dense is not None:
+            model, self.pretrained = self.dense.build_model(cfg, self.num_classes, resuming)
+        else:
+            model = self._classifier(resuming)
         self.policy = FinetunePolicy.from_config(cfg)
         if self.policy.mode == "gradual" and self.info.enabled:
             raise ValueError("finetune='gradual' changes which parameters train mid-run, which DistributedDataParallel "
@@ -171,8 +172,9 @@ class Trainer:
         self._named_params = list(model.named_parameters())  # frozen ones have no grad and are passed over
         self.ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.distiller = self._distiller()
-        self.objective = build_objective(cfg, self.train_counts, self.data.classes, self.device, task=self.task,
-                                         num_train=len(self.data.train))
+        self.objective = None if self.dense else build_objective(cfg, self.train_counts, self.data.classes,
+                                                                 self.device, task=self.task,
+                                                                 num_train=len(self.data.train))
         self.optimizer = build_optimizer(model, cfg, None if self.policy.trivial else self.policy.lr_scales(model))
         self.scheduler = build_scheduler(self.optimizer, cfg, self.train_batches.num_batches)
         if self.amp == "fp16" and self.device.type != "cuda":
@@ -183,6 +185,24 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.net = torch.compile(net) if cfg.compile else net
+
+    def _classifier(self, resuming: bool) -> nn.Module:
+        cfg, data = self.cfg, self.data
+        path, self.pretrained = (None, None) if resuming else starting_weights(cfg)  # a resume has its own
+        # a resumed run rebuilds the widths it had (a pruned model's), a new one takes those of its weights file
+        widths = (self._resume_widths or None) if resuming else None
+        model = create_model(cfg.model, num_classes=self.num_classes, in_chans=self.in_chans, weights=path,
+                             layer_widths=widths, **cfg.model_kwargs)
+        if path is not None:
+            log.info("starting from %s (%s)", path, self.pretrained["source"])
+            if remake_head(model, self.pretrained, list(data.classes)):
+                log.info("classifier re-made for %s: the weights' head was trained for %s", list(data.classes),
+                         self.pretrained["classes"])
+        if cfg.qat:  # a resume rebuilds the quantizer layout without calibrating; _restore loads the trained ranges
+            side = self.data.preprocess.image_size
+            model = (rebuild_qat(model, (self.in_chans, side, side)) if resuming
+                     else prepare_qat(model, self._calibration(cfg.qat_calib_images)))
+        return model
 
     def _calibration(self, n: int) -> list[torch.Tensor]:
         """The first ``n`` validation images under the evaluation preprocessing (QAT's starting ranges)."""
@@ -218,7 +238,7 @@ class Trainer:
             "num_classes": self.num_classes, "in_chans": self.in_chans, "classes": list(d.classes),
             "preprocess": d.preprocess.to_dict(),
             "precision": {"amp": self.amp, "channels_last": self.channels_last}, "pretrained": self.pretrained,
-            "task": self.task, "widths": layer_widths(unwrap(self.model)),
+            "task": self.task, "widths": None if self.dense else layer_widths(unwrap(self.model)),
             "distill": self.distiller.record if self.distiller else None,
             "qat": qat_record(self.cfg.qat_calib_images) if self.cfg.qat else None,
         }
@@ -250,7 +270,11 @@ class Trainer:
     def _where(self, epoch: int, b: int) -> str:
         return f"epoch {epoch + 1}, step {self.state['global_step'] + 1} (batch {b + 1})"
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, b: int) -> tuple[float, float]:
+    def _step(self, x: Any, y: Any, epoch: int, b: int) -> tuple[float, float]:
+        if self.dense is not None:
+            with autocast(self.device, self.amp):
+                loss = self.dense.loss(self.net, x, y, self.device)
+            return self._update(loss, epoch, b), 0.0
         cfg = self.cfg
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if self.channels_last:
@@ -266,6 +290,15 @@ class Trainer:
             loss = self.objective(logits.float(), target, label_smoothing=smoothing)
             if self.distiller is not None:
                 loss = self.distiller.loss(loss, logits, x)
+        value = self._update(loss, epoch, b)
+        if self.task == "multilabel":  # MedMNIST's ACC: the mean per-label accuracy at p > 0.5
+            correct = float(((logits.detach() > 0) == (y > 0.5)).float().mean(1).sum())
+        else:
+            correct = int((logits.detach().argmax(1) == y).sum())
+        return value, correct
+
+    def _update(self, loss: torch.Tensor, epoch: int, b: int) -> float:
+        """One optimizer step on ``loss`` (stopping on a non-finite loss or gradient); the loss's value."""
         value = float(loss.detach())
         if not math.isfinite(value):
             raise TrainingDiverged(f"loss is {value} at {self._where(epoch, b)}; stopping. The last good "
@@ -280,11 +313,7 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update(unwrap(self.model))
-        if self.task == "multilabel":  # MedMNIST's ACC: the mean per-label accuracy at p > 0.5
-            correct = float(((logits.detach() > 0) == (y > 0.5)).float().mean(1).sum())
-        else:
-            correct = int((logits.detach().argmax(1) == y).sum())
-        return value, correct
+        return value
 
     def _check_grads(self, epoch: int, b: int) -> None:
         """Stop before a non-finite gradient reaches the weights (one norm over all gradients, one sync);
@@ -335,8 +364,8 @@ class Trainer:
             sums = [sums[0] + loss * n, sums[1] + ok, sums[2] + n, sums[3] + n_bad]
             here, since_mark = here + n * world, since_mark + n * world
             st["batch"], st["global_step"] = b + 1, st["global_step"] + 1
-            bar.update(1, loss=sums[0] / sums[2], acc=sums[1] / sums[2],
-                       img_s=here / (time.perf_counter() - t0))
+            acc = {} if self.dense else {"acc": sums[1] / sums[2]}
+            bar.update(1, loss=sums[0] / sums[2], **acc, img_s=here / (time.perf_counter() - t0))
             if cfg.log_loss_every and st["global_step"] % cfg.log_loss_every == 0 and self.info.is_main:
                 self.runlog.log_step({"step": st["global_step"], "epoch": epoch + 1, "loss": loss,
                                       "lr": self.head_lr})
@@ -353,7 +382,8 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         total_loss, correct, seen, bad = all_reduce_sum(sums, self.info, self.device)
         st["epoch_sums"] = [0.0, 0, 0, 0]
-        return {"train_loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1),
+        acc = {} if self.dense else {"train_acc": correct / max(seen, 1)}
+        return {"train_loss": total_loss / max(seen, 1), **acc,
                 "img_per_s": here / max(elapsed, 1e-9), "skipped_batch_images": bad}
 
     def _book(self, mark: float, images: int) -> tuple[float, int]:
@@ -372,12 +402,22 @@ class Trainer:
     def _eval_row(self) -> dict[str, Any]:
         if not self.info.is_main:
             return {}
+        if self.dense is not None:
+            return self.dense.row(self._dense_metrics(unwrap(self.model), self.eval_batches), "val")
         m = self.evaluate(unwrap(self.model))
         row = {"val_loss": m["nll"], "val_top1": m["top1"], "val_top5": m["top5"], "val_auc": m["auc"],
                "val_balanced_accuracy": m["balanced_accuracy"]}
         if self.ema is not None:
             row["ema_top1"] = self.evaluate(self.ema.module)["top1"]
         return row
+
+    def _dense_metrics(self, model: nn.Module, batches) -> dict[str, Any]:
+        return self.dense.evaluate(model, batches, self.num_classes, self.device, self.amp)
+
+    @property
+    def select_metric(self) -> str:
+        """The validation score that selects best.pt (a dense task's default when top1 was left)."""
+        return self.dense.select if self.dense is not None else self.cfg.select_metric
 
     def _decide(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """On best.pt (selected on val): the operating point chosen on val and stored in it (last.pt gets
@@ -389,6 +429,9 @@ class Trainer:
         path = self.run_dir / "best.pt" if (self.run_dir / "best.pt").is_file() else self.run_dir / "last.pt"
         model = copy.deepcopy(unwrap(self.model))
         model.load_state_dict(load_checkpoint(path)["model"])
+        if self.dense is not None:
+            return ({} if self.test_batches is None else
+                    self.dense.row(self._dense_metrics(model, self.test_batches), "test")), None
         point = self._store_point(model, path)
         if path.name != "last.pt":
             self._store_point(copy.deepcopy(unwrap(self.model)), self.run_dir / "last.pt")  # the final weights
@@ -458,23 +501,29 @@ class Trainer:
             self.runlog.write_history(st["history"])
             self.runlog.add_scalars(row, st["global_step"])
             log_row(row)
-        if "val_top1" in row and selection_score(row, cfg.select_metric) > st["best_score"]:
-            st["best_score"] = selection_score(row, cfg.select_metric)
+        metric = self.select_metric
+        if f"val_{metric}" in row and selection_score(row, metric) > st["best_score"]:
+            st["best_score"] = selection_score(row, metric)
             self._save("best.pt")
         self._save("last.pt")
         barrier(self.info)
 
     def _summary(self, test: dict[str, Any], point: dict[str, Any] | None) -> dict[str, Any]:
-        st, hist, d, metric = self.state, self.state["history"], self.data, self.cfg.select_metric
-        evals = [r for r in hist if "val_top1" in r]
+        st, hist, d, metric = self.state, self.state["history"], self.data, self.select_metric
+        evals = [r for r in hist if f"val_{metric}" in r]
         best = max(evals, key=lambda r: selection_score(r, metric)) if evals else {}  # first of equals, as best.pt
         tested = (f"the test_* numbers are best.pt evaluated once on the test split ({len(d.test)} images) after "
                   f"training" if d.test is not None else "the data has no test split, so there are no test numbers")
         if point:
             tested += f"; the operating point was chosen on validation ({point['metric']}), never on test"
+        dense = {}
+        if self.dense is not None:  # the dense task's scores: last and best on val, best.pt's on test
+            for key in self.dense.row({k: None for k in DENSE_SCORES[self.task]}, "val"):
+                dense.update({key: evals[-1][key] if evals else None, f"best_{key}": best.get(key),
+                              "test" + key[3:]: test.get("test" + key[3:])})
         return {
-            "model": self.cfg.model, "val_top1": evals[-1]["val_top1"] if evals else None,
-            "val_top5": evals[-1]["val_top5"] if evals else None,
+            **dense, "model": self.cfg.model, "val_top1": evals[-1].get("val_top1") if evals else None,
+            "val_top5": evals[-1].get("val_top5") if evals else None,
             "best_val_top1": best.get("val_top1"), "best_epoch": best.get("epoch"),
             "test_top1": test.get("test_top1"), "test_top5": test.get("test_top5"),
             "test_auc": test.get("test_auc"), "test_balanced_accuracy": test.get("test_balanced_accuracy"),
@@ -498,9 +547,10 @@ class Trainer:
             if test:
                 self.runlog.add_scalars(test, self.state["global_step"])
             path = self.runlog.write_summary(summary)
-            log.info("done: best val top-1 %s (epoch %s), test top-1 of best.pt %s, %d epochs in %.0f s "
-                     "(%.0f img/s); summary in %s", summary["best_val_top1"], summary["best_epoch"],
-                     summary["test_top1"], summary["epochs"], wall, summary["images_per_s"], path)
+            m = self.select_metric
+            log.info("done: best val %s %s (epoch %s), test %s of best.pt %s, %d epochs in %.0f s "
+                     "(%.0f img/s); summary in %s", m, summary["best_val_score"], summary["best_epoch"], m,
+                     summary.get(f"test_{m}"), summary["epochs"], wall, summary["images_per_s"], path)
         return TrainResult(summary, list(self.state["history"]), unwrap(self.model).eval(), self.run_dir,
                            list(self.data.classes), len(self.data.train), len(self.data.val))
 

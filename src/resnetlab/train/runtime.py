@@ -75,6 +75,8 @@ def log_row(row: dict[str, Any]) -> None:
         auc = "-" if row.get("val_auc") is None else f"{row['val_auc']:.4f}"
         val = (f"val loss {row['val_loss']:.4f} top1 {pct('val_top1')} top5 {pct('val_top5')} "
                f"bal-acc {pct('val_balanced_accuracy')} auc {auc}")
+    elif any(k in row for k in ("val_map", "val_miou")):  # a detector's or segmenter's scores
+        val = "val " + " ".join(f"{k[4:]} {v:.4f}" for k, v in row.items() if k.startswith("val_"))
     else:
         val = "no validation this epoch"
     log.info("epoch %d: train loss %.4f acc %s | %s | lr %.4g | %.0f img/s | %.0f s", row["epoch"],
