@@ -176,3 +176,22 @@ def test_flips_are_seeded_and_move_boxes_with_the_image(shapes):
             assert torch.equal(x, raw.flip(-1))
             assert torch.allclose(t["boxes"][:, [0, 2]], 64 - raw_t["boxes"][:, [2, 0]])
     assert 0 < flipped < len(first)
+
+
+def test_a_detector_starts_from_a_classifiers_trunk(shapes, tmp_path):
+    from safetensors.torch import save_file
+
+    classifier = resnetlab.create_model("resnet18", num_classes=7)
+    save_file(classifier.state_dict(), str(tmp_path / "r18.safetensors"))
+    cfg = _cfg(shapes, tmp_path / "det", epochs=1, pretrained=str(tmp_path / "r18.safetensors"),
+               limit_train_batches=1, limit_eval_batches=1, **DET)
+    run = resnetlab.fit(cfg)
+    start = classifier.state_dict()
+    trunk = {k[len("backbone.body."):]: v for k, v in run.model.state_dict().items() if k.startswith("backbone.body.")}
+    # torchvision's rule with weights: the last 3 stages train; the stem and layer1 keep the classifier's weights
+    assert torch.equal(trunk["conv1.weight"], start["conv1.weight"])
+    assert torch.equal(trunk["layer1.0.conv1.weight"], start["layer1.0.conv1.weight"])
+    assert not torch.equal(trunk["layer4.1.conv2.weight"], start["layer4.1.conv2.weight"])
+    assert run["pretrained"]["file"] == str(tmp_path / "r18.safetensors")
+    resumed = resnetlab.fit(resume=run.run_dir, epochs=2)  # same parameter groups when rebuilt without the file
+    assert resumed["epochs"] == 2
