@@ -120,6 +120,10 @@ JOBS = [
         [f"benchmarks/results/compress_resnet56.{e}" for e in ("json", "md")], 60),
     Job("serve", lambda d: _py("serve_load.py", "--data", d),
         [f"benchmarks/results/serve.{e}" for e in ("json", "md", "png")], 10),
+    Job("nuclei", lambda d: _py("nuclei.py", "--epochs", "40", "--det-epochs", "40"),
+        [f"benchmarks/results/nuclei.{e}" for e in ("json", "md", "png")], 20),
+    Job("backbones", lambda d: _py("backbones.py", "--repeats", "3", "--seconds", "6"),
+        ["benchmarks/results/backbones.json", "benchmarks/results/backbones.md"], 6),
 ]
 
 
