@@ -1,8 +1,13 @@
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from extras_helpers import on_ci
+
+# backend="auto" times every runtime on first use (resnetlab.deploy.probe); the suite's many auto Predictors
+# take the fixed order instead (subprocesses inherit this), and tests/test_deploy_probe.py measures for real
+os.environ.setdefault("RESNETLAB_NO_PROBE", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data from the repo root
 

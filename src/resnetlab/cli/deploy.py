@@ -39,6 +39,8 @@ def add_deploy_verbs(sub) -> None:
                    help="bulk mode: start the CSV afresh (else it is resumed, if the same model wrote it)")
     p.add_argument("--no-resume", action="store_true", help="deprecated: the same as --overwrite")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--explain-choice", action="store_true",
+                   help="print which backend runs the model and why (with --backend auto: the timings it chose by)")
     p.add_argument("--score-thresh", type=float, default=0.5, help="detectors: the lowest score of a box reported")
     p.add_argument("--draw", help="detectors / segmenters: folder for each image with its boxes or mask drawn")
     p.set_defaults(func=_cmd_predict)
@@ -84,7 +86,7 @@ def add_deploy_verbs(sub) -> None:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from ..deploy import Predictor
 
-    if not args.images and not args.data:
+    if not args.images and not args.data and not args.explain_choice:
         raise ValueError("give image files, or --data FOLDER for bulk mode")
     if args.no_resume:
         print("resnetlab predict: --no-resume is deprecated; use --overwrite", file=sys.stderr)
@@ -95,6 +97,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(args.checkpoint, args.backend, threads=args.threads, precision=args.precision,
                           allow_torchscript=args.allow_torchscript)
     print(f"{predictor!r}", file=sys.stderr)
+    if args.explain_choice:
+        print(predictor.explain_choice(), file=sys.stderr if args.json else sys.stdout)
     if args.data:
         from ..deploy.bulk import predict_folder
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..data.folder import load_image
 from .meta import ModelMeta
+from .probe import BackendChoice, choose_backend
 from .runtimes import BACKENDS, PRECISIONS, OnnxRuntime, OpenVINORuntime, TorchRuntime, available_backends
 
 __all__ = ["Predictor", "auto_backend", "AUTO_ORDER", "softmax", "state_digest", "file_digest"]
@@ -131,6 +132,8 @@ class Predictor:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         model, artefact, meta = _load_source(source, classes, image_size, ema)
+        self.choice: BackendChoice | None = None  # how backend="auto" chose (None: the backend was given)
+        self._how = "asked for" if backend != "auto" else "an artefact runs on its format's runtime"
         if artefact is not None:
             from .export import artefact_files
 
@@ -142,16 +145,30 @@ class Predictor:
         else:
             self.digest = state_digest(model.state_dict(), meta)  # before any folding: the model as given
             self.source = str(source) if isinstance(source, (str, os.PathLike)) else type(source).__name__
-            self.runtime = self._from_module(model, meta, backend, threads, precision)
+            self.runtime, self.choice = self._from_module(model, meta, backend, threads, precision, self.digest)
         self.meta: ModelMeta = meta
         self.classes: list[str] = list(meta.classes)
         self.backend: str = self.runtime.name
         self.precision: str = self.meta.extra.get("precision", self.runtime.precision)
         self.transform = meta.preprocess.image_transform()  # PIL image -> the network's input tensor
 
+    @classmethod
+    def _from_module(cls, model: nn.Module, meta: ModelMeta, backend: str, threads: int | None, precision: str,
+                     digest: str) -> tuple[Any, BackendChoice | None]:
+        def build(b: str) -> Any:
+            return cls._runtime(model, meta, b, threads, precision)
+
+        if backend != "auto":
+            return build(backend), None
+        have = available_backends()
+        candidates = [b for b in AUTO_ORDER[precision] if have.get(b)]
+        choice, runtime = choose_backend(candidates, build, shape=(meta.in_chans, meta.image_size, meta.image_size),
+                                         digest=digest, precision=precision, fallback=auto_backend(precision),
+                                         threads=threads or torch.get_num_threads())
+        return runtime, choice
+
     @staticmethod
-    def _from_module(model: nn.Module, meta: ModelMeta, backend: str, threads: int | None, precision: str):
-        backend = auto_backend(precision) if backend == "auto" else backend
+    def _runtime(model: nn.Module, meta: ModelMeta, backend: str, threads: int | None, precision: str) -> Any:
         if backend == "torch":
             return TorchRuntime(model, precision=precision, threads=threads)
         from .export import to_onnx_bytes, to_openvino
@@ -282,6 +299,20 @@ class Predictor:
         k = min(k, probs.shape[1])
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         return [[(self.classes[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What runs the model and why: backend, precision, how ``auto`` chose (and the timings it chose by)."""
+        how = self.choice.how if self.choice else self._how
+        return {"backend": self.backend, "precision": self.precision, "how": how,
+                "timings": self.choice.timings if self.choice else {}, "source": self.source, "digest": self.digest,
+                "threads": getattr(self.runtime, "threads", None)}
+
+    def explain_choice(self) -> str:
+        """The backend choice in a few lines (``resnetlab predict --explain-choice``)."""
+        if self.choice is not None:
+            return self.choice.describe()
+        return f"backend {self.backend}: {self.info['how']}"
 
     def __repr__(self) -> str:
         m = self.meta

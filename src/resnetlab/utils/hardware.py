@@ -7,7 +7,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["cpu_has_bf16", "resolve_amp", "AMP_CHOICES"]
+__all__ = ["cpu_has_bf16", "cpu_features", "resolve_amp", "AMP_CHOICES", "CPU_FEATURES"]
+
+# the instruction-set extensions inference speed turns on (Linux /proc/cpuinfo names)
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 
@@ -20,6 +23,18 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+@lru_cache(maxsize=1)
+def cpu_features() -> dict[str, bool]:
+    """Which of :data:`CPU_FEATURES` this CPU has (all False where /proc/cpuinfo cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {f: False for f in CPU_FEATURES}
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    flags = set(line.partition(":")[2].split())
+    return {f: f in flags for f in CPU_FEATURES}
 
 
 def resolve_amp(amp: str, device: torch.device | str) -> str:
