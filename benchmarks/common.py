@@ -45,6 +45,8 @@ def header_md(env: dict, command: str | None = None) -> str:
     """The provenance lines every results Markdown file starts with."""
     cmd = command or env.get("command") or "?"
     isa = f", {env['cpu_isa']}" if env.get("cpu_isa") else ""
+    if env.get("cpu_features"):  # the extensions inference speed turns on: AVX-512, VNNI, bf16, AMX
+        isa += " (" + (", ".join(k for k, v in env["cpu_features"].items() if v) or "none of AVX2/512, VNNI, AMX") + ")"
     usable = env.get("cores_usable")
     cores = f"{env['cores']} cores" + (f" ({usable} usable)" if usable and usable != env["cores"] else "")
     load = f", load average {env['load_avg'][0]:.2f} at the start" if env.get("load_avg") else ""

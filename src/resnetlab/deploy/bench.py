@@ -461,13 +461,19 @@ def _csv(result: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
+def _features(env: dict[str, Any]) -> str:
+    """The CPU extensions that decide inference speed (AVX-512, VNNI, bf16, AMX), as the results header names them."""
+    have = [k for k, v in (env.get("cpu_features") or {}).items() if v]
+    return ", ".join(have) if have else "none of AVX2 / AVX-512 / VNNI / AMX"
+
+
 def markdown(result: dict[str, Any]) -> str:
     env, bss = result["env"], result["batch_sizes"]
     lines = ["# Inference benchmark: models x backends on this machine", "",
              f"- command: `{result.get('command') or 'resnetlab bench'}`",
              f"- date: {env['date']}; resnetlab {env['resnetlab']} ({env.get('git', '')}"
              f"{' + uncommitted changes' if env.get('dirty') else ''})",
-             f"- machine: {env['cpu']}, {env['cores']} cores, {env['torch_threads']} threads",
+             f"- machine: {env['cpu']} ({_features(env)}), {env['cores']} cores, {env['torch_threads']} threads",
              f"- versions: Python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}"
              + "".join(f", {k} {v}" for k, v in env.get("libraries", {}).items()),
              f"- method: each model x backend in its own process; {result['repeats']} interleaved repeat(s) of "

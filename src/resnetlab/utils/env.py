@@ -112,6 +112,7 @@ def environment(**extra: Any) -> dict[str, Any]:
     import torchvision
 
     from .. import __version__
+    from .hardware import cpu_features
 
     try:
         usable = len(os.sched_getaffinity(0))
@@ -129,7 +130,7 @@ def environment(**extra: Any) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         **git_state(), "command": command_line(), "cwd": os.getcwd(),
         "cpu": cpu_name(), "cores": os.cpu_count(), "cores_usable": usable, "torch_threads": torch.get_num_threads(),
-        "cpu_isa": isa, "load_avg": load,
+        "cpu_isa": isa, "cpu_features": cpu_features(), "load_avg": load,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
         "numpy": _version("numpy"), "pillow": _version("pillow"), "resnetlab": __version__, **extra,
