@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..runtime.predictor import in_fixed_batches
 from ..utils.hardware import cpu_has_bf16
 from .fuse import inference_model
 
@@ -94,12 +95,14 @@ class OnnxRuntime:
         opts.log_severity_level = 3
         src = model if isinstance(model, bytes) else str(model)
         self.session = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.batch = first.shape[0] if isinstance(first.shape[0], int) else None  # a fixed-batch export's size
         self.precision, self.threads = "fp32", opts.intra_op_num_threads
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-        return self.session.run(None, {self.input_name: x})[0]
+        return in_fixed_batches(lambda a: self.session.run(None, {self.input_name: a})[0], x, self.batch)
 
 
 class OpenVINORuntime:
@@ -121,11 +124,15 @@ class OpenVINORuntime:
         self.threads = _threads(threads)
         config = {"INFERENCE_PRECISION_HINT": "f32" if precision == "fp32" else "bf16",
                   "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": self.threads, "NUM_STREAMS": 1}
+        dim = model.input(0).get_partial_shape()[0]
+        self.batch = dim.get_length() if dim.is_static else None  # a fixed-batch export's size
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.precision = precision
 
-    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
-        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    def _run(self, x: np.ndarray) -> np.ndarray:
         self.request.infer({0: x})
         return np.array(self.request.get_output_tensor(0).data, copy=True)
+
+    def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:
+        return in_fixed_batches(self._run, np.ascontiguousarray(np.asarray(x, dtype=np.float32)), self.batch)
