@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("images", nargs="*")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--threads", type=int)
-    p.add_argument("--low-memory", action="store_true", help="ONNX Runtime: ~100 MiB less, ~1.5x slower")
+    p.add_argument("--low-memory", action="store_true", help="ONNX Runtime: ~100 MiB less, slower")
     p.add_argument("--folder", help="bulk mode: every image under this folder")
     p.add_argument("--out", default="predictions.csv", help="bulk mode: the CSV to write")
     args = p.parse_args(argv)

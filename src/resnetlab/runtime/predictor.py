@@ -90,8 +90,8 @@ class _Onnx:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
-        # ENABLE_ALL adds x86 layout transforms (NCHWc weight copies): ~1.5x faster for ResNet-18 on AVX-512, and
-        # ~100 MiB more for its weights; low_memory keeps the plain layout (EXTENDED)
+        # ENABLE_ALL adds x86 layout transforms (NCHWc weight copies): faster for ResNet-18 on AVX-512, and ~100 MiB
+        # more for its weights; low_memory keeps the plain layout (EXTENDED)
         level = "ORT_ENABLE_EXTENDED" if low_memory else "ORT_ENABLE_ALL"
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
@@ -145,8 +145,8 @@ def in_fixed_batches(run: Any, x: np.ndarray, batch: int | None) -> np.ndarray:
 class LitePredictor:
     """Top-k classes, probabilities and decisions from an exported .onnx or OpenVINO .xml, torch-free.
 
-    ``low_memory``: ONNX Runtime without its x86 weight-layout copies (about 100 MiB less for ResNet-18, about
-    1.5x slower); OpenVINO is small either way.
+    ``low_memory``: ONNX Runtime without its x86 weight-layout copies (about 100 MiB less for ResNet-18, and
+    slower: benchmarks/results/runtime_rss.md measures both); OpenVINO is small either way.
     """
 
     def __init__(self, artefact: str | os.PathLike, *, threads: int | None = None, precision: str = "fp32",
