@@ -217,9 +217,16 @@ class Predictor:
         if t.dim() != 4 or tuple(t.shape[1:]) != (c, s, s):
             raise ValueError(f"{where}: a float tensor is taken as preprocessed network input of shape (N, {c}, {s}, "
                              f"{s}) or ({c}, {s}, {s}); got {tuple(t.shape)} (pass uint8 images to have them resized)")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{where}: the input tensor holds NaN or inf values")
-        return t.float()
+        t = t if t.dtype == torch.float32 else t.float()
+        # numpy, not torch, on the per-call path: a torch kernel here wakes torch's OpenMP threads, which then
+        # spin beside ONNX Runtime's / OpenVINO's own (2-4 ms per batch-1 call on 2 cores, measured in
+        # benchmarks/results/predictor_overhead.md); one sum tells a NaN / inf apart (~10x cheaper than an
+        # elementwise check), the full check only confirms a non-finite sum (a finite overflow)
+        a = t.detach().cpu().numpy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not np.isfinite(a.sum(dtype=np.float32)) and not np.isfinite(a).all():
+                raise ValueError(f"{where}: the input tensor holds NaN or inf values")
+        return t
 
     def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """Images -> the (N, C, H, W) float batch the model expects."""
