@@ -133,7 +133,7 @@ def test_bad_inputs_are_refused_clearly(tiny, bad, error, match):
 def test_bad_arguments(tiny):
     with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
         Predictor(tiny[1], backend="tensorrt")
-    with pytest.raises(ValueError, match="precision must be one of"):
+    with pytest.raises(ValueError, match="precision must be 'auto' or one of"):
         Predictor(tiny[1], precision="fp8")
     with pytest.raises(TypeError, match="got int"):
         Predictor(3)

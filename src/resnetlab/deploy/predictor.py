@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..data.folder import load_image
 from .meta import ModelMeta
+from .precision import CHECK_IMAGES, PrecisionChoice, choose_precision
 from .probe import BackendChoice, choose_backend
 from .runtimes import BACKENDS, PRECISIONS, OnnxRuntime, OpenVINORuntime, TorchRuntime, available_backends
 
@@ -100,6 +101,52 @@ def _load_source(source: Any, classes: Sequence[str] | None, image_size: int | N
     return trained.model, None, meta if classes is None else _with_classes(meta, classes)
 
 
+ARTEFACT_SUFFIXES = (".onnx", ".xml", ".pt2", ".ts", ".torchscript")
+
+
+def _check_images(source: Any, meta: ModelMeta, check_data: Any) -> tuple[np.ndarray | None, str]:
+    """Up to CHECK_IMAGES preprocessed images to compare precisions on: ``check_data`` (its test split), else a
+    checkpoint's own validation split; (None, why) when there are none."""
+    from ..data import open_dataset, resolve_data_root
+    from ..eval import eval_batches, load_trained, open_split
+
+    checkpoint = isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() not in ARTEFACT_SUFFIXES
+    if not checkpoint and check_data is None:
+        return None, "no evaluation data"
+    try:
+        if checkpoint:
+            trained = load_trained(source)
+            ds, pre = open_split(trained, check_data, "val" if check_data is None else "test"), trained.preprocess
+        else:
+            ds, pre = open_dataset(resolve_data_root(check_data), "test"), meta.preprocess
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        return None, f"no evaluation data ({str(e).splitlines()[0]})"
+    batches = eval_batches(ds, pre, batch_size=100, limit_batches=-(-CHECK_IMAGES // 100))
+    x = np.concatenate([b[0].numpy() for b in batches.epoch(0)])[:CHECK_IMAGES]
+    return x, f"{len(x)} images of {getattr(ds, 'source', check_data)}"
+
+
+def _auto_precision(source: Any, model: nn.Module | None, artefact: Path | None, meta: ModelMeta | None,
+                    backend: str, threads: int | None, check_data: Any) -> PrecisionChoice:
+    if artefact is not None:
+        from .export import artefact_format, load_artefact
+
+        runtime, art_meta = load_artefact(artefact, threads=threads)
+        if art_meta.extra.get("precision") == "int8":
+            return PrecisionChoice("int8", "an int8 artefact runs as quantized (its accuracy was measured when "
+                                           "it was made: resnetlab quantize)")
+        if artefact_format(artefact) != "openvino":
+            return PrecisionChoice("fp32", f"a {artefact_format(artefact)} artefact runs fp32 here")
+        x, where = _check_images(source, art_meta, check_data)
+        return choose_precision(lambda p: load_artefact(artefact, threads=threads, precision=p)[0], x, where=where)
+    if backend == "onnxruntime":
+        return PrecisionChoice("fp32", "ONNX Runtime runs fp32 here")
+    x, where = _check_images(source, meta, check_data)
+    make = lambda p: Predictor._runtime(model, meta, auto_backend(p) if backend == "auto" else backend,  # noqa: E731
+                                        threads, p)
+    return choose_precision(make, x, where=where)
+
+
 def _with_classes(meta: ModelMeta, classes: Sequence[str]) -> ModelMeta:
     from dataclasses import replace
 
@@ -126,12 +173,16 @@ class Predictor:
 
     def __init__(self, source: Any, backend: str = "auto", *, threads: int | None = None,
                  precision: str = "fp32", classes: Sequence[str] | None = None, image_size: int | None = None,
-                 ema: bool = False, allow_torchscript: bool = False) -> None:
+                 ema: bool = False, allow_torchscript: bool = False, check_data: Any = None) -> None:
         if backend != "auto" and backend not in BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {', '.join(BACKENDS)}, got {backend!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in (*PRECISIONS, "auto"):
+            raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}, got {precision!r}")
         model, artefact, meta = _load_source(source, classes, image_size, ema)
+        self.precision_choice: PrecisionChoice | None = None  # how precision="auto" chose
+        if precision == "auto":
+            self.precision_choice = _auto_precision(source, model, artefact, meta, backend, threads, check_data)
+            precision = self.precision_choice.precision if self.precision_choice.precision != "int8" else "fp32"
         self.choice: BackendChoice | None = None  # how backend="auto" chose (None: the backend was given)
         self._how = "asked for" if backend != "auto" else "an artefact runs on its format's runtime"
         if artefact is not None:
@@ -312,14 +363,14 @@ class Predictor:
         """What runs the model and why: backend, precision, how ``auto`` chose (and the timings it chose by)."""
         how = self.choice.how if self.choice else self._how
         return {"backend": self.backend, "precision": self.precision, "how": how,
+                "precision_choice": self.precision_choice.to_dict() if self.precision_choice else None,
                 "timings": self.choice.timings if self.choice else {}, "source": self.source, "digest": self.digest,
                 "threads": getattr(self.runtime, "threads", None)}
 
     def explain_choice(self) -> str:
         """The backend choice in a few lines (``resnetlab predict --explain-choice``)."""
-        if self.choice is not None:
-            return self.choice.describe()
-        return f"backend {self.backend}: {self.info['how']}"
+        text = self.choice.describe() if self.choice is not None else f"backend {self.backend}: {self.info['how']}"
+        return text + (f"\n{self.precision_choice.describe()}" if self.precision_choice else "")
 
     def __repr__(self) -> str:
         m = self.meta

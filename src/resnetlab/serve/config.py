@@ -8,7 +8,7 @@ from typing import Any, Callable
 __all__ = ["ServeConfig", "BACKENDS", "PRECISIONS", "field_parser"]
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16", "int8-artefact")
+PRECISIONS = ("fp32", "bf16", "int8-artefact", "auto")
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,9 @@ class ServeConfig:
 
     checkpoint: str = field(metadata={"help": "a checkpoint, run directory or exported artefact (.onnx, .xml)"})
     backend: str = field(default="auto", metadata={"help": "auto, torch, onnxruntime or openvino"})
-    precision: str = field(default="fp32", metadata={"help": "fp32, bf16, or int8-artefact (the checkpoint is an "
-                                                              "int8 artefact from `resnetlab quantize`)"})
+    precision: str = field(default="fp32", metadata={"help": "fp32, bf16, int8-artefact (the checkpoint is an int8 "
+                                                              "artefact from `resnetlab quantize`) or auto (bf16 "
+                                                              "where native and checked, an int8 artefact as is)"})
     host: str = field(default="127.0.0.1", metadata={"help": "bind address (loopback: only this machine)"})
     port: int = field(default=8000, metadata={"help": "TCP port"})
     threads: int | None = field(default=None, metadata={"help": "inference threads (default: all cores)"})
@@ -49,7 +50,7 @@ class ServeConfig:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be auto, torch, onnxruntime or openvino, got {self.backend!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be fp32, bf16 or int8-artefact, got {self.precision!r}")
+            raise ValueError(f"precision must be fp32, bf16, int8-artefact or auto, got {self.precision!r}")
 
     @property
     def max_body_bytes(self) -> int:
