@@ -124,6 +124,10 @@ JOBS = [
         [f"benchmarks/results/nuclei.{e}" for e in ("json", "md", "png")], 20),
     Job("backbones", lambda d: _py("backbones.py", "--repeats", "3", "--seconds", "6"),
         ["benchmarks/results/backbones.json", "benchmarks/results/backbones.md"], 6),
+    Job("predictor_overhead", lambda d: _py("predictor_overhead.py", "--rounds", "5"),
+        ["benchmarks/results/predictor_overhead.json", "benchmarks/results/predictor_overhead.md"], 4),
+    Job("runtime_rss", lambda d: _py("runtime_rss.py", "--repeats", "3"),
+        ["benchmarks/results/runtime_rss.json", "benchmarks/results/runtime_rss.md"], 3),
 ]
 
 

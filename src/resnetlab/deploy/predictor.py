@@ -3,8 +3,10 @@
     >>> p = Predictor("runs/cifar10-resnet18-fast")           # a checkpoint or run directory
     >>> p.predict(["cat.jpg", pil_image, uint8_array], topk=3)  # [[("cat", 0.91), ...], ...]
 
-``backend="auto"`` picks the fastest runtime installed here for the precision asked, in the order
-:func:`auto_backend` documents (measured). Images of any size or mode are preprocessed as the model
+``backend="auto"`` times the installed runtimes on the model once per machine and picks the fastest
+(:mod:`resnetlab.deploy.probe`; ``RESNETLAB_NO_PROBE=1``: the fixed order of :func:`auto_backend`);
+``precision="auto"`` takes bf16 where it is native and checked (:mod:`resnetlab.deploy.precision`).
+Images of any size or mode are preprocessed as the model
 expects (the checkpoint's own eval transform, carried inside every artefact).
 """
 
