@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .timing import call_times
+
 __all__ = ["BENCH_BACKENDS", "BenchSpec", "run_bench", "ARTICLE"]
 
 # backend -> what it runs (the names of the issue; "int8" is the best int8 runtime installed)
@@ -219,19 +221,7 @@ def _torch_runtime(spec: BenchSpec, model, meta):
 
 
 def _time_calls(run, x, seconds: float, min_calls: int = 3) -> list[float]:
-    # our own loop, not torch.utils.benchmark's Timer.blocked_autorange: p50/p90/p99 need every call's
-    # time, and blocked_autorange gives only the means of blocks of calls
-    run(x)  # warm-up: first-call graph compilation, allocator growth, caches
-    t_end = time.perf_counter() + seconds / 4
-    while time.perf_counter() < t_end:
-        run(x)
-    times: list[float] = []
-    t_end = time.perf_counter() + seconds
-    while len(times) < min_calls or time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - t0)
-    return times
+    return call_times(run, x, seconds, min_calls, warm_s=seconds / 4)
 
 
 def _pct(values: list[float], q: float) -> float:

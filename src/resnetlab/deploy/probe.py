@@ -29,6 +29,7 @@ import numpy as np
 
 from ..utils.fileio import atomic_write_text
 from ..utils.hardware import cpu_features
+from .timing import call_times
 
 __all__ = ["BackendChoice", "choose_backend", "machine_key", "NO_PROBE_ENV", "PROBE_BATCH", "choice_cache_path"]
 
@@ -102,14 +103,7 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 def _time(runtime: Callable, x: np.ndarray, seconds: float, at_least: int) -> float:
     """Median seconds per call of ``runtime(x)`` over at least ``at_least`` calls and ``seconds``."""
-    runtime(x)  # warm-up (first-call allocation, OpenVINO's shape inference)
-    times: list[float] = []
-    t_end = time.perf_counter() + seconds
-    while len(times) < at_least or time.perf_counter() < t_end:
-        t0 = time.perf_counter()
-        runtime(x)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return float(np.median(call_times(runtime, x, seconds, at_least)))
 
 
 def _measure(candidates: list[str], build: Callable[[str], Any], shape: tuple[int, ...], seconds: float
