@@ -9,7 +9,7 @@ the same two classes; neither needs a training configuration.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -18,7 +18,8 @@ from torch import Tensor
 from .arrays import ArrayDataset
 from .folder import FolderDataset, collate_skip_bad
 
-__all__ = ["ArrayBatches", "FolderBatches", "mix_seed", "generator", "eval_order", "train_order", "SAMPLERS"]
+__all__ = ["ArrayBatches", "FolderBatches", "mix_seed", "generator", "eval_order", "train_order", "SAMPLERS",
+           "num_batches", "rank_order", "skip_bad", "SeededItems"]
 
 SAMPLERS = ("shuffle", "balanced")
 
@@ -71,7 +72,9 @@ def train_order(targets: np.ndarray | list[int], seed: int, epoch: int, sampler:
     return order
 
 
-def _num_batches(n: int, batch_size: int, train: bool, limit: int | None) -> int:
+def num_batches(n: int, batch_size: int, train: bool, limit: int | None) -> int:
+    """Batches per epoch: whole ones for training (the last partial batch dropped), all images for evaluation,
+    at most ``limit``; at least one when there are images."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     full = n // batch_size if train else -(-n // batch_size)
@@ -90,7 +93,7 @@ class ArrayBatches:
         self.ds, self.batch_size, self.transform, self.train, self.seed = ds, batch_size, transform, train, seed
         self.sampler = sampler
         self.rank, self.world_size = rank, world_size
-        self.num_batches = _num_batches(len(ds), batch_size, train, limit)
+        self.num_batches = num_batches(len(ds), batch_size, train, limit)
         self.epoch_bad = 0  # decoded arrays hold no unreadable files
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, int]]:
@@ -109,7 +112,33 @@ class ArrayBatches:
             yield x, y, 0
 
 
-class _Seeded(torch.utils.data.Dataset):
+def rank_order(order: Tensor, start: int, batches: int, batch_size: int, rank: int = 0, world_size: int = 1
+               ) -> tuple[list[int], int]:
+    """The samples of ``order`` from batch ``start`` on that rank ``rank`` loads, and its per-rank batch size:
+    rank r takes its slice of each global batch, so N processes see what one process sees."""
+    order = order[start * batch_size: batches * batch_size]
+    per = batch_size // world_size
+    if world_size > 1:
+        order = order.view(-1, batch_size)[:, rank * per:(rank + 1) * per].reshape(-1)
+    return order.tolist(), per
+
+
+def skip_bad(loader: Iterable, counter: Any) -> Iterator[tuple[Any, Any, int]]:
+    """``(x, y, n_bad)`` of each loaded batch that has a readable file: n_bad counts the unreadable files dropped
+    since the last yielded batch (a batch of nothing but bad files is not yielded -- no model takes an empty
+    one; its count goes with the next); ``counter.epoch_bad`` counts the epoch's, trailing all-bad batches
+    included."""
+    pending, counter.epoch_bad = 0, 0
+    for x, y, bad in loader:
+        pending += len(bad)
+        counter.epoch_bad += len(bad)
+        if len(y) == 0:
+            continue
+        yield x, y, pending
+        pending = 0
+
+
+class SeededItems(torch.utils.data.Dataset):
     """Seeds torch's RNG per (seed, epoch, index) before each streamed image's transform."""
 
     def __init__(self, ds: FolderDataset, seed: int, epoch: int) -> None:
@@ -136,25 +165,15 @@ class FolderBatches:
                  world_size: int = 1, workers: int = 0, limit: int | None = None, sampler: str = "shuffle") -> None:
         self.ds, self.batch_size, self.train, self.seed, self.sampler = ds, batch_size, train, seed, sampler
         self.rank, self.world_size, self.workers = rank, world_size, workers
-        self.num_batches = _num_batches(len(ds), batch_size, train, limit)
+        self.num_batches = num_batches(len(ds), batch_size, train, limit)
         self.epoch_bad = 0
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor, int]]:
-        n, w = len(self.ds), self.world_size
         order = train_order(self.ds.targets, self.seed, epoch, self.sampler) if self.train else eval_order(
-            n, self.num_batches * self.batch_size, self.seed)
-        order = order[start * self.batch_size: self.num_batches * self.batch_size]
-        per = self.batch_size // w
-        if w > 1:  # rank r takes its slice of each global batch (training only)
-            order = order.view(-1, self.batch_size)[:, self.rank * per:(self.rank + 1) * per].reshape(-1)
+            len(self.ds), self.num_batches * self.batch_size, self.seed)
+        indices, per = rank_order(order, start, self.num_batches, self.batch_size, self.rank, self.world_size)
         loader = torch.utils.data.DataLoader(
-            _Seeded(self.ds, self.seed, epoch), batch_size=per, sampler=order.tolist(), num_workers=self.workers,
+            SeededItems(self.ds, self.seed, epoch), batch_size=per, sampler=indices, num_workers=self.workers,
             collate_fn=collate_skip_bad, persistent_workers=False, prefetch_factor=4 if self.workers else None)
-        pending, self.epoch_bad = 0, 0
-        for x, y, bad in loader:
-            pending += len(bad)
-            self.epoch_bad += len(bad)
-            if len(y) == 0:  # every file of this batch was unreadable: skip it, count it
-                continue
+        for x, y, pending in skip_bad(loader, self):
             yield x, (y.float() if y.dim() == 2 else y), pending  # multi-label: 0/1 per label, as BCE takes
-            pending = 0

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
-from .batches import eval_order, generator, mix_seed
+from .batches import SeededItems, eval_order, generator, num_batches, rank_order, skip_bad, train_order
 from .detection import DetectionDataset, collate_detection, read_coco, read_mask_folder, read_voc
 
 __all__ = ["open_dense_split", "dense_splits", "DenseBatches", "semantic_target", "IGNORE_INDEX", "MASK_KINDS"]
@@ -111,9 +111,6 @@ class _Items(torch.utils.data.Dataset):
         return len(self.ds)
 
     def __getitem__(self, i: int):
-        # torch's RNG too is a function of (seed, epoch, index) after each image, so what the step draws next
-        # (DeepLab's dropout) is the same in a resumed run as in an uninterrupted one
-        torch.manual_seed(mix_seed(self.seed, self.epoch, i))
         x, t, path = self.ds[i]
         if x is None:
             return None, None, path
@@ -147,38 +144,27 @@ class DenseBatches:
     def __init__(self, ds: DetectionDataset, batch_size: int, *, kind: str, train: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, workers: int = 0, limit: int | None = None, flip: bool = True,
                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225)) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         if train and batch_size % world_size:
             raise ValueError(f"batch_size {batch_size} must be divisible by the {world_size} DDP processes")
         self.ds, self.batch_size, self.kind, self.train, self.seed = ds, batch_size, kind, train, seed
         self.rank, self.world_size, self.workers, self.flip = rank, world_size, workers, flip
         self.mean, self.std = tuple(mean), tuple(std)
-        n = len(ds)
-        full = n // batch_size if train else -(-n // batch_size)
-        self.num_batches = max(min(full, limit) if limit else full, 1 if n else 0)
+        self.num_batches = num_batches(len(ds), batch_size, train, limit)
         self.epoch_bad = 0
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple]:
-        n, bs, w = len(self.ds), self.batch_size, self.world_size
-        order = (torch.randperm(n, generator=generator(self.seed, epoch)) if self.train
-                 else eval_order(n, self.num_batches * bs, self.seed))
-        order = order[start * bs: self.num_batches * bs]
-        per = bs // w if self.train else bs
-        if self.train and w > 1:
-            order = order[: len(order) // bs * bs].view(-1, bs)[:, self.rank * per:(self.rank + 1) * per].reshape(-1)
+        n = len(self.ds)
+        order = (train_order(range(n), self.seed, epoch) if self.train
+                 else eval_order(n, self.num_batches * self.batch_size, self.seed))
+        indices, per = rank_order(order, start, self.num_batches, self.batch_size, self.rank, self.world_size)
         items = _Items(self.ds, self.kind, self.train, self.flip, self.seed, epoch, self.mean, self.std)
-        loader = torch.utils.data.DataLoader(items, batch_size=per, sampler=order.tolist(), num_workers=self.workers,
-                                             collate_fn=collate_detection)
-        pending, self.epoch_bad = 0, 0
-        for images, targets, bad in loader:
-            pending += len(bad)
-            self.epoch_bad += len(bad)
-            if not images:
-                continue
+        # torch's RNG too is a function of (seed, epoch, index) after each image, so what the step draws next
+        # (DeepLab's dropout) is the same in a resumed run as in an uninterrupted one
+        loader = torch.utils.data.DataLoader(SeededItems(items, self.seed, epoch), batch_size=per, sampler=indices,
+                                             num_workers=self.workers, collate_fn=collate_detection)
+        for images, targets, pending in skip_bad(loader, self):
             if self.kind == "segmentation":
                 yield (*_pad_stack(images, targets), pending)
             else:
                 yield images, targets, pending
-            pending = 0
 

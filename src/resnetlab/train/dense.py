@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.augment import MEAN_STD
 from ..data.dense import IGNORE_INDEX, DenseBatches, dense_splits, open_dense_split
 from ..data.detection import DetectionDataset
 from ..data.preprocess import Preprocess
@@ -74,8 +73,7 @@ class DenseTask:
             train, val = _hold_out(train, val_split, cfg.seed)
         test = open_dense_split(root, "test", self.kind, masks=cfg.masks, classes=classes) if "test" in splits \
             else None
-        mean, std = MEAN_STD["imagenet"]
-        pre = Preprocess("imagenet", cfg.image_size or 512, mean, std, 3)
+        pre = Preprocess.for_data("imagenet", cfg.image_size or 512, 3)
         log.info("%s data %s: %d train, %d val, %s test images; classes %s", self.kind, root, len(train), len(val),
                  len(test) if test is not None else "no", classes[1:])
         return DataBundle(train, val, list(classes), pre, str(root), test, val_split, cfg.seed)

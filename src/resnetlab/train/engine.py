@@ -24,6 +24,7 @@ import torch.nn as nn
 from ..data import mix_batch
 from ..data.medmnist import medmnist_positive
 from ..eval import collect_logits, task_metrics
+from ..eval.dense import DENSE_SCORES
 from ..models import create_model
 from ..models.dense import dense_kind
 from ..models.qat import prepare_qat, qat_record, rebuild_qat
@@ -32,10 +33,9 @@ from ..utils import Progress
 from .checkpoint import (TrainingDiverged, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
                          update_checkpoint)
 from .config import TrainConfig, resumed_config, save_config, to_dict
-from ..eval.dense import DENSE_SCORES
-from .dense import DenseTask
 from .decisions import (build_objective, check_task, class_counts, describe_point, operating_point, selection_score,
                         task_of, test_row, threshold_setting)
+from .dense import DenseTask
 from .finetune import FinetunePolicy, remake_head, starting_weights
 from .distill import Distiller
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
@@ -518,9 +518,9 @@ class Trainer:
             tested += f"; the operating point was chosen on validation ({point['metric']}), never on test"
         dense = {}
         if self.dense is not None:  # the dense task's scores: last and best on val, best.pt's on test
-            for key in self.dense.row({k: None for k in DENSE_SCORES[self.task]}, "val"):
-                dense.update({key: evals[-1][key] if evals else None, f"best_{key}": best.get(key),
-                              "test" + key[3:]: test.get("test" + key[3:])})
+            for k in DENSE_SCORES[self.task]:
+                dense.update({f"val_{k}": evals[-1][f"val_{k}"] if evals else None,
+                              f"best_val_{k}": best.get(f"val_{k}"), f"test_{k}": test.get(f"test_{k}")})
         return {
             **dense, "model": self.cfg.model, "val_top1": evals[-1].get("val_top1") if evals else None,
             "val_top5": evals[-1].get("val_top5") if evals else None,
