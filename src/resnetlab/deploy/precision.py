@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..runtime.decisions import softmax
 from ..utils.hardware import cpu_has_bf16
 
 __all__ = ["PrecisionChoice", "choose_precision", "MIN_AGREEMENT", "CHECK_IMAGES"]
@@ -36,12 +37,6 @@ class PrecisionChoice:
         return f"precision {self.precision}: {self.how}{measured}"
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
 def choose_precision(make: Callable[[str], Callable[[np.ndarray], np.ndarray]], check: np.ndarray | None, *,
                      where: str = "", native_bf16: bool | None = None) -> PrecisionChoice:
     """bf16 or fp32 for a model whose runtime ``make(precision)`` builds, checked on ``check`` images (N, C, H, W)
@@ -52,8 +47,8 @@ def choose_precision(make: Callable[[str], Callable[[np.ndarray], np.ndarray]], 
     if check is None or len(check) == 0:
         return PrecisionChoice("bf16", "native bf16 on this CPU; NOT checked against fp32: no evaluation images at "
                                        "hand (give check data to have it checked)")
-    p32 = _softmax(make("fp32")(check))
-    p16 = _softmax(make("bf16")(check))
+    p32 = softmax(make("fp32")(check))
+    p16 = softmax(make("bf16")(check))
     agree = float((p32.argmax(1) == p16.argmax(1)).mean())
     diff = float(np.abs(p32 - p16).max())
     if agree >= MIN_AGREEMENT:

@@ -23,6 +23,7 @@ import torch.nn as nn
 from PIL import Image
 
 from ..data.folder import load_image
+from ..runtime.decisions import decide, probabilities, softmax, stored_point, top_k
 from .meta import ModelMeta
 from .precision import CHECK_IMAGES, PrecisionChoice, choose_precision
 from .probe import BackendChoice, choose_backend
@@ -313,7 +314,7 @@ class Predictor:
 
     def to_probs(self, logits: np.ndarray) -> np.ndarray:
         """Probabilities from logits: softmax over the classes, or a sigmoid per label (multi-label)."""
-        return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float32))) if self.multilabel else softmax(logits)
+        return probabilities(logits, self.multilabel)
 
     def predict_proba(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         """(N, classes) probabilities (softmax of the logits, float32; a sigmoid per label for multi-label)."""
@@ -329,36 +330,21 @@ class Predictor:
     def operating_point(self) -> dict[str, Any] | None:
         """The stored decision rule (chosen on validation when the model was trained): a binary model's
         threshold, or a multi-label model's per-label thresholds; None: argmax (p > 0.5 per label)."""
-        point = self.meta.extra.get("operating_point")
-        return point if point and (len(self.classes) == 2 or "thresholds" in point) else None
+        return stored_point(self.meta.extra.get("operating_point"), self.classes)
 
     def decide(self, probs: np.ndarray) -> list[tuple[str, float]]:
         """Per row of probabilities, the decision and its probability: a binary model with an operating point
         calls the positive class when its probability reaches the threshold; a multi-label model names every
         label at or over its threshold (";"-joined, "" for none) with the highest such probability;
         otherwise argmax."""
-        probs = np.asarray(probs)
-        point = self.operating_point
-        if self.multilabel:
-            cut = np.asarray(point["thresholds"]) if point else None
-            hits = probs >= cut if cut is not None else probs > 0.5
-            return [(";".join(c for c, h in zip(self.classes, row) if h), float(p[row].max()) if row.any() else 0.0)
-                    for row, p in zip(hits, probs)]
-        if point is None:
-            idx = probs.argmax(1)
-        else:
-            pos = int(point["positive_index"])
-            idx = np.where(probs[:, pos] >= float(point["threshold"]), pos, 1 - pos)
-        return [(self.classes[j], float(row[j])) for row, j in zip(probs, idx)]
+        return decide(probs, self.classes, self.operating_point, self.multilabel)
 
     def classify(self, images: ImageLike | Sequence[ImageLike]) -> list[tuple[str, float]]:
         """Per image, the decided (class name, probability), by :meth:`decide`."""
         return self.decide(self.predict_proba(images))
 
     def topk(self, probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        k = min(k, probs.shape[1])
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        return [[(self.classes[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+        return top_k(probs, self.classes, k)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -378,13 +364,6 @@ class Predictor:
         m = self.meta
         return (f"Predictor(model={m.model or '?'}, backend={self.backend}, precision={self.precision}, "
                 f"classes={len(self.classes)}, input={m.in_chans}x{m.image_size}x{m.image_size})")
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 (no overflow for large logits), returned as float32."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _array_to_image(a: np.ndarray, where: str) -> Image.Image:

@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
+from .decisions import decide, probabilities, stored_point, top_k
+
 __all__ = ["LiteMeta", "LitePreprocess", "LitePredictor", "predict_folder", "in_fixed_batches"]
 
 META_KEY = "resnetlab"  # the same key resnetlab.deploy.meta writes (not imported from there: it imports torch)
@@ -205,11 +207,7 @@ class LitePredictor:
 
     def probs(self, x: np.ndarray) -> np.ndarray:
         """Probabilities of a preprocessed (N, C, H, W) float32 batch."""
-        z = np.asarray(self.runtime(x), dtype=np.float64)
-        if self.multilabel:
-            return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return (z / z.sum(axis=1, keepdims=True)).astype(np.float32)
+        return probabilities(self.runtime(x), self.multilabel)
 
     def predict(self, images: Sequence[Any], topk: int = 5) -> list[list[tuple[str, float]]]:
         if topk < 1:
@@ -217,26 +215,15 @@ class LitePredictor:
         return self.topk(self.predict_proba(images), topk)
 
     def topk(self, probs: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        order = np.argsort(-probs, axis=1, kind="stable")[:, : min(k, probs.shape[1])]
-        return [[(self.classes[j], float(row[j])) for j in idx] for row, idx in zip(probs, order)]
+        return top_k(probs, self.classes, k)
 
     def classify(self, images: Sequence[Any]) -> list[tuple[str, float]]:
         """The decision per image, by the stored operating point (as :meth:`resnetlab.Predictor.decide`)."""
         return self.decide(self.predict_proba(images))
 
     def decide(self, probs: np.ndarray) -> list[tuple[str, float]]:
-        point = self.meta.extra.get("operating_point")
-        if self.multilabel:
-            cut = np.asarray(point["thresholds"]) if point and "thresholds" in point else None
-            hits = probs >= cut if cut is not None else probs > 0.5
-            return [(";".join(c for c, h in zip(self.classes, row) if h), float(p[row].max()) if row.any() else 0.0)
-                    for row, p in zip(hits, probs)]
-        if point and len(self.classes) == 2 and "threshold" in point:
-            pos = int(point["positive_index"])
-            idx = np.where(probs[:, pos] >= float(point["threshold"]), pos, 1 - pos)
-        else:
-            idx = probs.argmax(1)
-        return [(self.classes[j], float(row[j])) for row, j in zip(probs, idx)]
+        return decide(probs, self.classes, stored_point(self.meta.extra.get("operating_point"), self.classes),
+                      self.multilabel)
 
 
 def predict_folder(predictor: LitePredictor, folder: str | os.PathLike, out: str | os.PathLike, *,
