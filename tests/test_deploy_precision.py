@@ -68,3 +68,22 @@ def test_predict_cli_takes_precision_auto(tiny):
     image = sorted((tree / "test").rglob("*.png"))[0]
     out = run_cli("predict", "--checkpoint", str(run), str(image), "--precision", "auto", "--backend", "torch")
     assert "precision " in out.stderr and ("no native bf16" in out.stderr or "agreement" in out.stderr)
+
+
+def test_artefacts_are_decided_on_the_runtime_already_loaded(tiny, tmp_path, monkeypatch):
+    from resnetlab.deploy import export as export_module
+    from resnetlab.deploy.api import export_checkpoint
+
+    tree, run = tiny
+    onnx = export_checkpoint(run, "onnx", tmp_path / "m.onnx").path
+    xml = export_checkpoint(run, "openvino", tmp_path / "m.xml").path
+    assert Predictor(onnx, precision="auto").precision_choice.precision == "fp32"
+    monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: True)
+    loads = []
+    real = export_module.load_artefact
+    monkeypatch.setattr(export_module, "load_artefact",
+                        lambda *a, **k: loads.append(k.get("precision")) or real(*a, **k))
+    p = Predictor(xml, precision="auto", check_data=str(tree))
+    c = p.precision_choice
+    assert c.images > 0 and c.agreement is not None and p.precision == c.precision
+    assert loads == ["fp32", "bf16"]  # loaded once per precision, the chosen one kept

@@ -35,7 +35,7 @@ def is_dense_checkpoint(path: str | os.PathLike) -> bool:
     if not (p.is_dir() or p.suffix == ".pt"):
         return False
     try:
-        return read_checkpoint(checkpoint_path(p)).get("task") in DENSE_TASKS
+        return read_checkpoint(checkpoint_path(p), mmap=True).get("task") in DENSE_TASKS  # the record, not the weights
     except (ValueError, FileNotFoundError):
         return False
 

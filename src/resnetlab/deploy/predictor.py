@@ -84,41 +84,40 @@ def file_digest(paths: Sequence[str | os.PathLike], meta: ModelMeta | None = Non
     return "sha256:" + h.hexdigest()
 
 
+ARTEFACT_SUFFIXES = (".onnx", ".xml", ".pt2", ".ts", ".torchscript")
+
+
 def _load_source(source: Any, classes: Sequence[str] | None, image_size: int | None, ema: bool):
-    """(nn.Module or None, artefact path or None, meta) for a module, checkpoint/run dir or artefact."""
+    """(nn.Module or None, artefact path or None, meta, TrainedModel or None) for a module, checkpoint/run dir or
+    artefact."""
     if isinstance(source, nn.Module):
         meta = ModelMeta.for_module(source, image_size)
         if classes is not None:
             meta = _with_classes(meta, classes)
-        return source.eval(), None, meta
+        return source.eval(), None, meta, None
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"Predictor source must be a checkpoint, an exported artefact or an nn.Module, "
                         f"got {type(source).__name__}")
     path = Path(source)
-    if path.suffix.lower() in (".onnx", ".xml", ".pt2", ".ts", ".torchscript"):
-        return None, path, None
+    if path.suffix.lower() in ARTEFACT_SUFFIXES:
+        return None, path, None, None
     from ..eval import load_trained
 
     trained = load_trained(path, ema=ema)
     meta = ModelMeta.from_trained(trained)
-    return trained.model, None, meta if classes is None else _with_classes(meta, classes)
+    return trained.model, None, meta if classes is None else _with_classes(meta, classes), trained
 
 
-ARTEFACT_SUFFIXES = (".onnx", ".xml", ".pt2", ".ts", ".torchscript")
-
-
-def _check_images(source: Any, meta: ModelMeta, check_data: Any) -> tuple[np.ndarray | None, str]:
+def _check_images(trained: Any, meta: ModelMeta, check_data: Any) -> tuple[np.ndarray | None, str]:
     """Up to CHECK_IMAGES preprocessed images to compare precisions on: ``check_data`` (its test split), else a
-    checkpoint's own validation split; (None, why) when there are none."""
+    checkpoint's (``trained``) own validation split; (None, why) when there are none."""
     from ..data import open_dataset, resolve_data_root
-    from ..eval import eval_batches, load_trained, open_split
+    from ..eval import eval_batches, open_split
 
-    checkpoint = isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() not in ARTEFACT_SUFFIXES
-    if not checkpoint and check_data is None:
+    if trained is None and check_data is None:
         return None, "no evaluation data"
     try:
-        if checkpoint:
-            trained = load_trained(source)
+        if trained is not None:
             ds, pre = open_split(trained, check_data, "val" if check_data is None else "test"), trained.preprocess
         else:
             ds, pre = open_dataset(resolve_data_root(check_data), "test"), meta.preprocess
@@ -129,22 +128,35 @@ def _check_images(source: Any, meta: ModelMeta, check_data: Any) -> tuple[np.nda
     return x, f"{len(x)} images of {getattr(ds, 'source', check_data)}"
 
 
-def _auto_precision(source: Any, model: nn.Module | None, artefact: Path | None, meta: ModelMeta | None,
-                    backend: str, threads: int | None, check_data: Any) -> PrecisionChoice:
-    if artefact is not None:
-        from .export import artefact_format, load_artefact
+def _artefact_precision(artefact: Path, meta: ModelMeta, runtime: Any, threads: int | None, check_data: Any
+                        ) -> tuple[PrecisionChoice, Any]:
+    """precision="auto" for an artefact already loaded (fp32) as ``runtime``: the choice, and the runtime to
+    keep (the one the check built for bf16, else ``runtime``; None: bf16 chosen unchecked, still to load)."""
+    from .export import artefact_format, load_artefact
 
-        runtime, art_meta = load_artefact(artefact, threads=threads)
-        if art_meta.extra.get("precision") == "int8":
-            return PrecisionChoice("int8", "an int8 artefact runs as quantized (its accuracy was measured when "
-                                           "it was made: resnetlab quantize)")
-        if artefact_format(artefact) != "openvino":
-            return PrecisionChoice("fp32", f"a {artefact_format(artefact)} artefact runs fp32 here")
-        x, where = _check_images(source, art_meta, check_data)
-        return choose_precision(lambda p: load_artefact(artefact, threads=threads, precision=p)[0], x, where=where)
+    if meta.extra.get("precision") == "int8":
+        return PrecisionChoice("int8", "an int8 artefact runs as quantized (its accuracy was measured when it was "
+                                       "made: resnetlab quantize)"), runtime
+    if artefact_format(artefact) != "openvino":
+        return PrecisionChoice("fp32", f"a {artefact_format(artefact)} artefact runs fp32 here"), runtime
+    built = {"fp32": runtime}
+
+    def make(p: str) -> Any:
+        if p not in built:
+            built[p] = load_artefact(artefact, threads=threads, precision=p)[0]
+        return built[p]
+
+    x, where = _check_images(None, meta, check_data)
+    choice = choose_precision(make, x, where=where)
+    return choice, built.get(choice.precision)
+
+
+def _auto_precision(trained: Any, model: nn.Module, meta: ModelMeta, backend: str, threads: int | None,
+                    check_data: Any) -> PrecisionChoice:
+    """precision="auto" for a module or checkpoint (``trained``: its TrainedModel, None for a bare module)."""
     if backend == "onnxruntime":
         return PrecisionChoice("fp32", "ONNX Runtime runs fp32 here")
-    x, where = _check_images(source, meta, check_data)
+    x, where = _check_images(trained, meta, check_data)
     make = lambda p: Predictor._runtime(model, meta, auto_backend(p) if backend == "auto" else backend,  # noqa: E731
                                         threads, p)
     return choose_precision(make, x, where=where)
@@ -181,17 +193,22 @@ class Predictor:
             raise ValueError(f"backend must be 'auto' or one of {', '.join(BACKENDS)}, got {backend!r}")
         if precision not in (*PRECISIONS, "auto"):
             raise ValueError(f"precision must be 'auto' or one of {PRECISIONS}, got {precision!r}")
-        model, artefact, meta = _load_source(source, classes, image_size, ema)
+        model, artefact, meta, trained = _load_source(source, classes, image_size, ema)
         self.precision_choice: PrecisionChoice | None = None  # how precision="auto" chose
-        if precision == "auto":
-            self.precision_choice = _auto_precision(source, model, artefact, meta, backend, threads, check_data)
-            precision = self.precision_choice.precision if self.precision_choice.precision != "int8" else "fp32"
+        auto = precision == "auto"
+        if auto and artefact is None:
+            self.precision_choice = _auto_precision(trained, model, meta, backend, threads, check_data)
+            precision = self.precision_choice.precision
         self.choice: BackendChoice | None = None  # how backend="auto" chose (None: the backend was given)
         self._how = "asked for" if backend != "auto" else "an artefact runs on its format's runtime"
         if artefact is not None:
             from .export import artefact_files
 
-            self.runtime, meta = self._from_artefact(artefact, backend, threads, precision, allow_torchscript)
+            self.runtime, meta = self._from_artefact(artefact, backend, threads, "fp32" if auto else precision,
+                                                     allow_torchscript)
+            if auto:  # decided on the artefact just loaded, not on a second load of it
+                self.precision_choice, kept = _artefact_precision(artefact, meta, self.runtime, threads, check_data)
+                self.runtime = kept or self._from_artefact(artefact, backend, threads, "bf16", allow_torchscript)[0]
             if classes is not None:
                 meta = _with_classes(meta, classes)
             self.digest: str = file_digest(artefact_files(artefact), meta)

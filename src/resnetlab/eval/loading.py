@@ -37,10 +37,11 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
     """Read a resnetlab checkpoint with ``weights_only=True``; refuse anything else clearly.
 
-    A run directory means its ``last.pt`` (the resumable state).
+    A run directory means its ``last.pt`` (the resumable state). ``mmap``: tensors are mapped, not read — for
+    a look at the record (task, classes) that does not pay for the weights.
     """
     path = Path(path)
     if path.is_dir():
@@ -48,7 +49,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # UnpicklingError for foreign objects, RuntimeError for corrupt files
         raise ValueError(f"{path}: not a loadable resnetlab checkpoint ({str(e).splitlines()[0]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
