@@ -247,3 +247,34 @@ def test_pt2_loading_never_unpickles_code(tiny, tmp_path):
     with pytest.raises(Exception):
         load_artefact(evil)
     assert not marker.exists()
+
+
+def test_openvino_compiles_a_repeated_batch_size_static(tiny, tmp_path):
+    """A batch size called twice gets its own static-shape compile (faster on the CPU plugin), with the
+    same outputs; a size seen once stays on the dynamic compile; at most static_batches sizes; a
+    fixed-batch export never reshapes."""
+    from resnetlab.deploy.runtimes import OpenVINORuntime
+
+    tree, run, trained, x = tiny
+    meta = ModelMeta.from_trained(trained)
+    export_model(trained.model, meta, tmp_path / "dyn.xml", "openvino", dynamic_batch=True, check_inputs=x)
+    rt = OpenVINORuntime(tmp_path / "dyn.xml", static_batches=2)
+    with torch.no_grad():
+        ref = trained.model(x).numpy()
+    first = rt(x[:4].numpy())
+    assert rt.static_shapes == []  # seen once: the dynamic compile ran it
+    second = rt(x[:4].numpy())
+    assert rt.static_shapes == [4]
+    assert np.abs(first - ref[:4]).max() < 1e-4 and np.abs(second - ref[:4]).max() < 1e-4
+    for n in (3, 3, 5, 5, 1, 1):
+        assert np.abs(rt(x[:n].numpy()) - ref[:n]).max() < 1e-4
+    assert rt.static_shapes == [3, 4]  # the cap: 5 and 1 run on the dynamic compile
+    assert OpenVINORuntime(tmp_path / "dyn.xml", static_batches=0)._request_for(4) is not None
+    export_model(trained.model, meta, tmp_path / "fixed.xml", "openvino", dynamic_batch=False, batch_size=4,
+                 check_inputs=x)
+    fixed = OpenVINORuntime(tmp_path / "fixed.xml")
+    for _ in range(3):
+        assert np.abs(fixed(x[:6].numpy()) - ref[:6]).max() < 1e-4  # 6 images in slices of the fixed 4
+    assert fixed.static_shapes == []
+    with pytest.raises(ValueError, match="static_batches must be >= 0, got -1"):
+        OpenVINORuntime(tmp_path / "dyn.xml", static_batches=-1)

@@ -106,11 +106,16 @@ def require_onnx_export() -> None:
 
 
 def to_openvino(model: nn.Module, meta: ModelMeta, *, dynamic_batch: bool = True, batch_size: int = 1) -> Any:
-    """The folded model as an ``openvino.Model`` (traced from PyTorch) with the metadata in rt_info."""
+    """The folded model as an ``openvino.Model`` (traced from PyTorch) with the metadata in rt_info; its input
+    shape is (N or ?, C, S, S)."""
     ov = require("openvino")
     net = inference_model(model, channels_last=False)
     program = _export_program(net, meta, dynamic_batch, batch_size)  # torch.export: no TorchScript tracing
     ov_model = ov.convert_model(program)
+    # convert_model leaves every dimension but the channels dynamic ([?,3,?,?]) even for a static program: pin
+    # them, so the CPU plugin plans for the one image size, and a fixed-batch export is fixed
+    c, s = meta.in_chans, meta.image_size
+    ov_model.reshape({ov_model.input(0): ov.PartialShape([-1 if dynamic_batch else batch_size, c, s, s])})
     ov_model.set_rt_info(meta.to_json(), [META_KEY])
     return ov_model
 
