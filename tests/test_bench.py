@@ -75,6 +75,32 @@ def test_bench_with_a_checkpoint_reports_accuracy(tmp_path):
     assert "top-1 / top-5" in (tmp_path / "b" / "bench.md").read_text()
 
 
+def test_bench_runs_the_predictor_and_hand_built_baselines(tmp_path):
+    """The auto rows time the whole Predictor and say what it chose; the bare rows are the runtimes as a user
+    writes them, on the same artefacts (so the same answers), and NNCF's default int8 on the same images."""
+    from deploy_helpers import train_tiny
+    from resnetlab.utils.hardware import cpu_has_bf16
+
+    tree, run = train_tiny(tmp_path)
+    backends = ["eager", "onnxruntime", "auto", "auto-precision", "bare-onnxruntime", "bare-openvino",
+                "bare-int8-openvino"]
+    result = bench.run_bench(["resnet20"], backends, batch_sizes=(1, 3), repeats=1, seconds=0.05,
+                             checkpoint=str(run), data=str(tree), out=tmp_path / "b", log=lambda s: None)
+    rows = {r["backend"]: r for r in result["rows"]}
+    assert all(r["status"] == "ok" for r in rows.values()), rows
+    eager = rows["eager"]["top1"]
+    assert rows["bare-onnxruntime"]["top1"] == rows["onnxruntime"]["top1"] == rows["bare-openvino"]["top1"] == eager
+    assert abs(rows["bare-int8-openvino"]["top1"] - eager) <= 1 / 12 + 1e-9
+    assert rows["bare-int8-openvino"]["artefact_bytes"] < rows["bare-openvino"]["artefact_bytes"] / 2
+    # the suite runs without the probe (conftest), so auto takes the fixed order: OpenVINO is installed here
+    assert rows["auto"]["chosen"]["backend"] == "openvino" and rows["auto"]["chosen"]["precision"] == "fp32"
+    assert rows["auto"]["top1"] == eager
+    if not cpu_has_bf16():
+        assert rows["auto-precision"]["chosen"]["precision"] == "fp32"
+    md = (tmp_path / "b" / "bench.md").read_text()
+    assert "- auto chose **openvino fp32**" in md and "| resnet20 | bare-int8-openvino |" in md
+
+
 @pytest.mark.parametrize("backend, keeps_original", [("channels_last", False), ("bf16", False), ("eager", True)])
 def test_worker_measures_a_folded_backend_without_the_original(monkeypatch, backend, keeps_original):
     """While timing (and so while the peak RSS is taken), a folded backend's process holds its folded copy

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .baselines import BARE_BACKENDS, bare_runtime, nncf_default_int8
 from .timing import call_times
 
 __all__ = ["BENCH_BACKENDS", "BenchSpec", "run_bench", "ARTICLE"]
@@ -44,11 +45,18 @@ BENCH_BACKENDS = {
     "int8": "int8 static PTQ on the best installed runtime (OpenVINO+NNCF, else ONNX Runtime)",
     "int8-openvino": "OpenVINO int8 (NNCF PTQ)",
     "int8-onnxruntime": "ONNX Runtime int8 (QDQ, per-channel)",
-    "auto": "resnetlab.Predictor(backend='auto') FP32",
+    "auto": "resnetlab.Predictor(backend='auto') FP32: the runtime its probe chose, timed through Predictor.logits",
+    "auto-precision": "resnetlab.Predictor(backend='auto', precision='auto'), timed through Predictor.logits",
+    "bare-onnxruntime": "hand-built baseline: InferenceSession(path) with ONNX Runtime's defaults",
+    "bare-openvino": "hand-built baseline: OpenVINO compiled per batch size (static shape), f32 and latency hints",
+    "bare-int8-openvino": "hand-built baseline: nncf.quantize(ov.convert_model(model)) with NNCF's defaults, "
+                          "compiled per batch size",
 }
 _NEEDS = {"onnxruntime": ["onnxruntime", "onnx", "onnxscript"], "openvino": ["openvino"],
           "openvino-bf16": ["openvino"], "int8-openvino": ["openvino", "nncf"],
-          "int8-onnxruntime": ["onnxruntime", "onnx", "onnxscript"]}
+          "int8-onnxruntime": ["onnxruntime", "onnx", "onnxscript"],
+          "bare-onnxruntime": ["onnxruntime", "onnx", "onnxscript"], "bare-openvino": ["openvino"],
+          "bare-int8-openvino": ["openvino", "nncf"]}
 
 # The article's table (§4.2): FPS and memory (MB) as it reports them.
 ARTICLE = {"resnet18": (115, 100), "vgg16": (70, 150), "inception_v3": (50, 200), "xception": (40, 250)}
@@ -118,15 +126,14 @@ def _release_and_reset_peak() -> bool:
 
 
 def _artefact_kind(backend: str) -> tuple[str, str] | None:
-    """(how, suffix) of the file an artefact backend runs, prepared in its own process; None: in-process."""
-    from .predictor import auto_backend
-
-    if backend == "auto":
-        backend = auto_backend()
+    """(how, suffix) of the file an artefact backend runs, prepared in its own process; None: in-process
+    (the PyTorch backends, and the Predictor's auto rows: it builds and probes its runtimes itself)."""
     if backend == "int8":
         backend = "int8-openvino" if not missing_packages("int8-openvino") else "int8-onnxruntime"
     return {"onnxruntime": ("onnx", ".onnx"), "openvino": ("openvino", ".xml"), "openvino-bf16": ("openvino", ".xml"),
-            "int8-openvino": ("int8-openvino", ".xml"), "int8-onnxruntime": ("int8-onnxruntime", ".onnx")}.get(backend)
+            "int8-openvino": ("int8-openvino", ".xml"), "int8-onnxruntime": ("int8-onnxruntime", ".onnx"),
+            "bare-onnxruntime": ("onnx", ".onnx"), "bare-openvino": ("openvino", ".xml"),
+            "bare-int8-openvino": ("nncf-default", ".xml")}.get(backend)
 
 
 def _load_model(spec: BenchSpec):
@@ -156,26 +163,39 @@ def _model_facts(model, meta) -> dict[str, Any]:
 def prepare(spec: BenchSpec, workdir: str) -> dict[str, Any]:
     """Write the artefact an artefact backend runs (its own process, so conversion memory is not counted),
     and measure its accuracy when a checkpoint and data are given."""
-    from .export import export_model, load_artefact
+    from .export import export_model
     from .quantize import quantize_model
 
     how, suffix = _artefact_kind(spec.backend)
     model, meta, trained = _load_model(spec)
-    calib, val, calib_source = _calibration(spec, meta, trained, int8=how.startswith("int8"))
+    int8 = how.startswith("int8") or how == "nncf-default"
+    calib, val, calib_source = _calibration(spec, meta, trained, int8=int8)
     path = Path(workdir) / f"{spec.model}-{spec.backend}{suffix}"
     t0 = time.perf_counter()
-    if how.startswith("int8"):
+    if how == "nncf-default":
+        nncf_default_int8(model, meta, path, calib)
+    elif int8:
         quantize_model(model, meta, path, how.partition("-")[2], calib)
     else:
         export_model(model, meta, path, how, dynamic_batch=True)  # checked against eager before it is kept
     out = {"artefact": str(path), "prepare_s": time.perf_counter() - t0, **_model_facts(model, meta),
            "artefact_bytes": sum(f.stat().st_size for f in path.parent.glob(path.stem + ".*")
                                  if f.suffix in (".xml", ".bin", ".onnx")),
-           "calibration": calib_source if how.startswith("int8") else None}
+           "calibration": calib_source if int8 else None}
     if val is not None:
-        runtime, _ = load_artefact(path, threads=spec.threads, precision=_precision(spec.backend))
+        runtime, _ = _load_prepared(spec, str(path))
         out.update(_accuracy(runtime, val))
     return out
+
+
+def _load_prepared(spec: BenchSpec, path: str):
+    """(runtime, meta) of a prepared artefact: resnetlab's runtime for it, or the hand-built baseline."""
+    from .export import load_artefact
+
+    if spec.backend in BARE_BACKENDS:
+        run = bare_runtime(spec.backend, path, spec.threads)
+        return run, run.meta
+    return load_artefact(path, threads=spec.threads, precision=_precision(spec.backend))
 
 
 def _precision(backend: str) -> str:
@@ -190,7 +210,7 @@ def _accuracy(run, val) -> dict[str, Any]:
     return {"top1": topk_accuracy(z, y, 1), "top5": topk_accuracy(z, y, 5), "acc_images": len(y)}
 
 
-def _torch_runtime(spec: BenchSpec, model, meta):
+def _torch_runtime(spec: BenchSpec, model, meta, out: dict[str, Any]):
     """(callable, weights bytes) for the in-process PyTorch backends.
 
     Every backend but eager runs a BN-folded copy: the callable holds that copy only, so once the caller
@@ -214,9 +234,12 @@ def _torch_runtime(spec: BenchSpec, model, meta):
         rt = TorchRuntime(model, precision="bf16" if bf16 else "fp32", compile=b.startswith("compile"),
                           threads=spec.threads)
         return rt, state_bytes // (2 if bf16 else 1)
-    if b == "auto":  # auto chose PyTorch: the Predictor's own runtime
-        p = Predictor(model, "auto", threads=spec.threads, classes=meta.classes, image_size=meta.image_size)
-        return p.runtime, state_bytes
+    if b in ("auto", "auto-precision"):  # the whole Predictor, as a user calls it: its choice and its per-call path
+        src, kw = (spec.checkpoint, {}) if spec.checkpoint else (model, {"classes": meta.classes,
+                                                                          "image_size": meta.image_size})
+        p = Predictor(src, "auto", precision="auto" if b == "auto-precision" else "fp32", threads=spec.threads, **kw)
+        out["chosen"] = {k: p.info[k] for k in ("backend", "precision", "how")}
+        return lambda x: p.logits(torch.from_numpy(x)), state_bytes
     raise ValueError(f"unknown bench backend {b!r}; known: {', '.join(BENCH_BACKENDS)}")
 
 
@@ -242,18 +265,10 @@ def worker(spec: BenchSpec) -> dict[str, Any]:
         importlib.import_module(mod)
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    from .export import load_artefact
-    from .predictor import Predictor
-
     rss_bare = _rss_mib()
     out: dict[str, Any] = {"model": spec.model, "backend": spec.backend}
     if spec.artefact:
-        if spec.backend == "auto":
-            p = Predictor(spec.artefact, "auto", threads=spec.threads)
-            run, meta = p.runtime, p.meta
-            del p
-        else:
-            run, meta = load_artefact(spec.artefact, threads=spec.threads, precision=_precision(spec.backend))
+        run, meta = _load_prepared(spec, spec.artefact)
         trained = None
     else:
         run, meta, trained = _in_process(spec, out)
@@ -286,7 +301,7 @@ def _in_process(spec: BenchSpec, out: dict[str, Any]):
 
     model, meta, trained = _load_model(spec)
     out.update(_model_facts(model, meta))
-    run, out["artefact_bytes"] = _torch_runtime(spec, model, meta)
+    run, out["artefact_bytes"] = _torch_runtime(spec, model, meta, out)
     return run, meta, dataclasses.replace(trained, model=None) if trained is not None else None
 
 
@@ -341,6 +356,8 @@ def _summarise(runs: list[dict[str, Any]], batch_sizes: Sequence[int], prep: dic
     for k in ("rss_bare_mib", "rss_peak_mib", "rss_model_mib"):
         out[k] = med([r[k] for r in ok])
     out["peak_reset"] = all(r.get("peak_reset", False) for r in ok)
+    if "chosen" in ok[0]:
+        out["chosen"] = ok[0]["chosen"]
     out["prepare_s"] = prep.get("prepare_s")
     for k in ("top1", "top5", "acc_images"):
         if k in ok[0]:
@@ -499,6 +516,8 @@ def markdown(result: dict[str, Any]) -> str:
             cells.append(f"{100 * r['top1']:.2f} % / {100 * r['top5']:.2f} %" if "top1" in r else "–")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Backends: " + "; ".join(f"**{k}** {v}" for k, v in result["backends"].items()), ""]
+    lines += [f"- {r['backend']} chose **{r['chosen']['backend']} {r['chosen']['precision']}** ({r['chosen']['how']})"
+              for r in result["rows"] if r.get("chosen")] + [""]
     lines += article_check(result)
     lines += ["", "![throughput of every model and backend](bench.png)", ""]
     return "\n".join(lines)
