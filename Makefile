@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,medical,explain,onnx,openvino,torchao,compress,serve,detection]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,medical,explain,onnx,openvino,torchao,compress,serve,detection,ssl]'
 	touch $(STAMP)
 
 venv: $(STAMP)
