@@ -160,3 +160,25 @@ def test_save_weights_is_atomic_and_shared(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         resnetlab.save_weights(resnetlab.create_model("resnet20"), path)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+
+
+def test_a_backbone_without_classifier_loads_into_a_classifier():
+    """A self-supervised backbone (num_classes=0: no fc tensors at all) starts a classifier: every trunk tensor
+    loads, the head keeps its fresh initialisation, and the report says so; a file missing a trunk tensor
+    still fails."""
+    import torch
+
+    from resnetlab import create_model
+    from resnetlab.models.weights import load_weights
+
+    backbone = create_model("resnet18", num_classes=0, stem="cifar")
+    model = create_model("resnet18", num_classes=10, stem="cifar")
+    head = model.fc.weight.detach().clone()
+    report = load_weights(model, backbone.state_dict())
+    assert report.ok and report.notes == ["classifier fc initialised afresh: the file is a backbone without one"]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in backbone.state_dict().items())
+    assert torch.equal(model.fc.weight, head)
+    state = backbone.state_dict()
+    del state["layer4.1.bn2.weight"]
+    with pytest.raises(ValueError, match=r"missing keys \(1\): layer4.1.bn2.weight"):
+        load_weights(create_model("resnet18", num_classes=10, stem="cifar"), state)

@@ -115,7 +115,9 @@ def _adapt(model: nn.Module, state: dict[str, Tensor], own: dict[str, Tensor]) -
     cls_prefix, conv = getattr(model, "classifier_name", None), getattr(model, "first_conv", None)
     if cls_prefix:
         keys = [k for k in state if k in (f"{cls_prefix}.weight", f"{cls_prefix}.bias")]
-        if keys and any(k not in own or own[k].shape != state[k].shape for k in keys):
+        if not keys and any(k.startswith(cls_prefix + ".") for k in own):  # a backbone alone (num_classes=0)
+            notes.append(f"classifier {cls_prefix} initialised afresh: the file is a backbone without one")
+        elif keys and any(k not in own or own[k].shape != state[k].shape for k in keys):
             file_classes = state[f"{cls_prefix}.weight"].shape[0] if f"{cls_prefix}.weight" in state else "?"
             for k in keys:
                 del state[k]
