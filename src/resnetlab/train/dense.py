@@ -26,6 +26,7 @@ from .config import TrainConfig
 from .distributed import DistInfo
 from .finetune import starting_weights
 from .loaders import AUTO_VAL_SPLIT, DataBundle
+from .task import Step, TaskPlugin
 
 __all__ = ["DenseTask"]
 
@@ -37,7 +38,7 @@ _CLASSIFY_ONLY = {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "class_we
                   "finetune": "full", "shuffle_labels": False, "auto_augment": None, "cutout": 0}
 
 
-class DenseTask:
+class DenseTask(TaskPlugin):
     """What the engine needs to train ``cfg.model`` when it is a detector or a segmenter."""
 
     def __init__(self, cfg: TrainConfig) -> None:
@@ -49,7 +50,7 @@ class DenseTask:
             if getattr(cfg, key) != off:
                 raise ValueError(f"{key}={getattr(cfg, key)!r} is a classification setting; {cfg.model} ({kind}) "
                                  f"trains without it (leave it at {off!r})")
-        scores = DENSE_SCORES[kind]
+        self.scores = scores = DENSE_SCORES[kind]
         self.select = cfg.select_metric if cfg.select_metric in scores else scores[0]
         if kind == "segmentation" and cfg.batch_size < 2:
             raise ValueError(f"batch_size {cfg.batch_size}: a segmenter trains its BatchNorm (and DeepLab's ASPP "
@@ -105,7 +106,7 @@ class DenseTask:
         return model, record
 
     # --- one step, one evaluation ------------------------------------------------------------------
-    def loss(self, net: nn.Module, x: Any, y: Any, device: torch.device) -> torch.Tensor:
+    def loss(self, net: nn.Module, x: Any, y: Any, device: torch.device, where: Step) -> torch.Tensor:
         if self.kind == "detection":
             images = [img.to(device, non_blocking=True) for img in x]
             targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in y]

@@ -24,7 +24,6 @@ import torch.nn as nn
 from ..data import mix_batch
 from ..data.medmnist import medmnist_positive
 from ..eval import collect_logits, task_metrics
-from ..eval.dense import DENSE_SCORES
 from ..models import create_model
 from ..models.dense import dense_kind
 from ..models.qat import prepare_qat, qat_record, rebuild_qat
@@ -36,6 +35,7 @@ from .config import TrainConfig, resumed_config, save_config, to_dict
 from .decisions import (build_objective, check_task, class_counts, describe_point, operating_point, selection_score,
                         task_of, test_row, threshold_setting)
 from .dense import DenseTask
+from .task import Step, TaskPlugin
 from .finetune import FinetunePolicy, remake_head, starting_weights
 from .distill import Distiller
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
@@ -90,17 +90,17 @@ class Trainer:
         if removed:
             log.info("overwrite: removed %d files of the previous run in %s", len(removed), self.run_dir)
         torch.manual_seed(cfg.seed)
-        # detection and segmentation plug into this loop through a task object (None: classification)
-        self.dense = DenseTask(cfg) if dense_kind(cfg.model) else None
-        self.data = self.dense.build_data(cfg, self.info) if self.dense else build_data(cfg, self.info)
+        # detection, segmentation and self-supervised pretraining plug into this loop (None: classification)
+        self.plugin: TaskPlugin | None = task_plugin(cfg)
+        self.data = self.plugin.build_data(cfg, self.info) if self.plugin else build_data(cfg, self.info)
         # the resolved config names the data and the validation hold-out it used (so eval can find them again)
         self.cfg = cfg = cfg.replace(data=self.data.root, val_split=self.data.val_split)
         self._check_data()
         cfg = self.cfg
         self.amp, self.channels_last = resolve_precision(cfg, self.device, (resume_state or {}).get("precision"))
-        batches = self.dense.batches if self.dense else make_batches
-        if self.dense:
-            self.channels_last = False  # a detector takes a list of images of their own sizes
+        batches = self.plugin.batches if self.plugin else make_batches
+        if self.plugin and not self.plugin.channels_last:
+            self.channels_last = False  # e.g. a detector takes a list of images of their own sizes
         self.train_batches = batches(self.data, cfg, self.info, split="train")
         self.eval_batches = batches(self.data, cfg, self.info, split="val")
         self.test_batches = batches(self.data, cfg, self.info, split="test")
@@ -134,8 +134,8 @@ class Trainer:
     def _check_data(self) -> None:
         """Settings the data cannot honour fail here, before the model is even built."""
         d, classes = self.data, self.data.classes
-        if self.dense is not None:
-            self.task, self.train_counts = self.dense.kind, None
+        if self.plugin is not None:
+            self.task, self.train_counts = self.plugin.kind, None
             return
         self.task = task_of(d.train)
         implied = medmnist_positive(d.root)
@@ -151,8 +151,8 @@ class Trainer:
         cfg, data = self.cfg, self.data
         self.num_classes = cfg.num_classes or len(data.classes)
         self.in_chans = cfg.in_chans or data.in_chans
-        if self.dense is not None:
-            model, self.pretrained = self.dense.build_model(cfg, self.num_classes, resuming)
+        if self.plugin is not None:
+            model, self.pretrained = self.plugin.build_model(cfg, self.num_classes, resuming)
         else:
             model = self._classifier(resuming)
         self.policy = FinetunePolicy.from_config(cfg)
@@ -172,7 +172,7 @@ class Trainer:
         self._named_params = list(model.named_parameters())  # frozen ones have no grad and are passed over
         self.ema = ModelEma(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.distiller = self._distiller()
-        self.objective = None if self.dense else build_objective(cfg, self.train_counts, self.data.classes,
+        self.objective = None if self.plugin else build_objective(cfg, self.train_counts, self.data.classes,
                                                                  self.device, task=self.task,
                                                                  num_train=len(self.data.train))
         self.optimizer = build_optimizer(model, cfg, None if self.policy.trivial else self.policy.lr_scales(model))
@@ -230,7 +230,8 @@ class Trainer:
     def _payload(self) -> dict[str, Any]:
         d = self.data
         return {
-            "model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+            "model": self.plugin.model_state(unwrap(self.model)) if self.plugin else unwrap(self.model).state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None, "rng": rng_state(),
             **self.state, "config": to_dict(self.cfg),
@@ -238,17 +239,24 @@ class Trainer:
             "num_classes": self.num_classes, "in_chans": self.in_chans, "classes": list(d.classes),
             "preprocess": d.preprocess.to_dict(),
             "precision": {"amp": self.amp, "channels_last": self.channels_last}, "pretrained": self.pretrained,
-            "task": self.task, "widths": None if self.dense else layer_widths(unwrap(self.model)),
+            "task": self.task, "widths": None if self.plugin else layer_widths(unwrap(self.model)),
             "distill": self.distiller.record if self.distiller else None,
             "qat": qat_record(self.cfg.qat_calib_images) if self.cfg.qat else None,
+            **(self.plugin.record(unwrap(self.model)) if self.plugin else {}),
         }
 
     def _save(self, name: str) -> None:
         if self.info.is_main:
             save_checkpoint(self._payload(), self.run_dir / name)
 
+    def _load_weights(self, model: nn.Module, ck: dict[str, Any]) -> None:
+        if self.plugin is not None:
+            self.plugin.load_model_state(model, ck)
+        else:
+            model.load_state_dict(ck["model"])
+
     def _restore(self, ck: dict[str, Any]) -> None:
-        unwrap(self.model).load_state_dict(ck["model"])
+        self._load_weights(unwrap(self.model), ck)
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         if self.scaler is not None and ck.get("scaler"):
@@ -271,10 +279,13 @@ class Trainer:
         return f"epoch {epoch + 1}, step {self.state['global_step'] + 1} (batch {b + 1})"
 
     def _step(self, x: Any, y: Any, epoch: int, b: int) -> tuple[float, float]:
-        if self.dense is not None:
+        if self.plugin is not None:
+            where = Step(epoch, b, self.state["global_step"] + 1, self.total_steps)
             with autocast(self.device, self.amp):
-                loss = self.dense.loss(self.net, x, y, self.device)
-            return self._update(loss, epoch, b), 0.0
+                loss = self.plugin.loss(self.net, x, y, self.device, where)
+            value = self._update(loss, epoch, b)
+            self.plugin.after_step(unwrap(self.model), where)
+            return value, 0.0
         cfg = self.cfg
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         if self.channels_last:
@@ -364,7 +375,7 @@ class Trainer:
             sums = [sums[0] + loss * n, sums[1] + ok, sums[2] + n, sums[3] + n_bad]
             here, since_mark = here + n * world, since_mark + n * world
             st["batch"], st["global_step"] = b + 1, st["global_step"] + 1
-            acc = {} if self.dense else {"acc": sums[1] / sums[2]}
+            acc = {} if self.plugin else {"acc": sums[1] / sums[2]}
             bar.update(1, loss=sums[0] / sums[2], **acc, img_s=here / (time.perf_counter() - t0))
             if cfg.log_loss_every and st["global_step"] % cfg.log_loss_every == 0 and self.info.is_main:
                 self.runlog.log_step({"step": st["global_step"], "epoch": epoch + 1, "loss": loss,
@@ -382,7 +393,7 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         total_loss, correct, seen, bad = all_reduce_sum(sums, self.info, self.device)
         st["epoch_sums"] = [0.0, 0, 0, 0]
-        acc = {} if self.dense else {"train_acc": correct / max(seen, 1)}
+        acc = {} if self.plugin else {"train_acc": correct / max(seen, 1)}
         return {"train_loss": total_loss / max(seen, 1), **acc,
                 "img_per_s": here / max(elapsed, 1e-9), "skipped_batch_images": bad}
 
@@ -402,8 +413,8 @@ class Trainer:
     def _eval_row(self) -> dict[str, Any]:
         if not self.info.is_main:
             return {}
-        if self.dense is not None:
-            return self.dense.row(self._dense_metrics(unwrap(self.model), self.eval_batches), "val")
+        if self.plugin is not None:
+            return self.plugin.row(self._plugin_metrics(unwrap(self.model), self.eval_batches), "val")
         m = self.evaluate(unwrap(self.model))
         row = {"val_loss": m["nll"], "val_top1": m["top1"], "val_top5": m["top5"], "val_auc": m["auc"],
                "val_balanced_accuracy": m["balanced_accuracy"]}
@@ -411,13 +422,13 @@ class Trainer:
             row["ema_top1"] = self.evaluate(self.ema.module)["top1"]
         return row
 
-    def _dense_metrics(self, model: nn.Module, batches) -> dict[str, Any]:
-        return self.dense.evaluate(model, batches, self.num_classes, self.device, self.amp)
+    def _plugin_metrics(self, model: nn.Module, batches) -> dict[str, Any]:
+        return self.plugin.evaluate(model, batches, self.num_classes, self.device, self.amp)
 
     @property
     def select_metric(self) -> str:
-        """The validation score that selects best.pt (a dense task's default when top1 was left)."""
-        return self.dense.select if self.dense is not None else self.cfg.select_metric
+        """The validation score that selects best.pt (a plug-in task's default when top1 was left)."""
+        return self.plugin.select if self.plugin is not None else self.cfg.select_metric
 
     def _decide(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """On best.pt (selected on val): the operating point chosen on val and stored in it (last.pt gets
@@ -428,10 +439,10 @@ class Trainer:
         cfg, classes = self.cfg, self.data.classes
         path = self.run_dir / "best.pt" if (self.run_dir / "best.pt").is_file() else self.run_dir / "last.pt"
         model = copy.deepcopy(unwrap(self.model))
-        model.load_state_dict(load_checkpoint(path)["model"])
-        if self.dense is not None:
+        self._load_weights(model, load_checkpoint(path))
+        if self.plugin is not None:
             return ({} if self.test_batches is None else
-                    self.dense.row(self._dense_metrics(model, self.test_batches), "test")), None
+                    self.plugin.row(self._plugin_metrics(model, self.test_batches), "test")), None
         point = self._store_point(model, path)
         if path.name != "last.pt":
             self._store_point(copy.deepcopy(unwrap(self.model)), self.run_dir / "last.pt")  # the final weights
@@ -462,6 +473,12 @@ class Trainer:
                               amp=self.amp)
 
     # --- the run ---------------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        """The optimizer steps the run will take (what a schedule over the whole run counts to)."""
+        per_epoch = self.train_batches.num_batches
+        return min(self.cfg.epochs * per_epoch, self.cfg.max_steps or self.cfg.epochs * per_epoch)
+
     @property
     def planned_epochs(self) -> int:
         """The epochs the run will take: ``epochs``, or fewer when ``max_steps`` ends it first."""
@@ -516,13 +533,13 @@ class Trainer:
                   f"training" if d.test is not None else "the data has no test split, so there are no test numbers")
         if point:
             tested += f"; the operating point was chosen on validation ({point['metric']}), never on test"
-        dense = {}
-        if self.dense is not None:  # the dense task's scores: last and best on val, best.pt's on test
-            for k in DENSE_SCORES[self.task]:
-                dense.update({f"val_{k}": evals[-1][f"val_{k}"] if evals else None,
+        scores = {}
+        if self.plugin is not None:  # the plug-in's scores: last and best on val, best.pt's on test
+            for k in self.plugin.scores:
+                scores.update({f"val_{k}": evals[-1][f"val_{k}"] if evals else None,
                               f"best_val_{k}": best.get(f"val_{k}"), f"test_{k}": test.get(f"test_{k}")})
         return {
-            **dense, "model": self.cfg.model, "val_top1": evals[-1].get("val_top1") if evals else None,
+            **scores, "model": self.cfg.model, "val_top1": evals[-1].get("val_top1") if evals else None,
             "val_top5": evals[-1].get("val_top5") if evals else None,
             "best_val_top1": best.get("val_top1"), "best_epoch": best.get("epoch"),
             "test_top1": test.get("test_top1"), "test_top5": test.get("test_top5"),
@@ -553,6 +570,11 @@ class Trainer:
                      summary.get(f"test_{m}"), summary["epochs"], wall, summary["images_per_s"], path)
         return TrainResult(summary, list(self.state["history"]), unwrap(self.model).eval(), self.run_dir,
                            list(self.data.classes), len(self.data.train), len(self.data.val))
+
+
+def task_plugin(cfg: TrainConfig) -> TaskPlugin | None:
+    """The plug-in a config's task needs: detection / segmentation for a dense model, else None."""
+    return DenseTask(cfg) if dense_kind(cfg.model) else None
 
 
 def fit(cfg: TrainConfig | None = None, *, resume: str | os.PathLike | None = None, overwrite: bool = False,
