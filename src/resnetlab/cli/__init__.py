@@ -90,13 +90,20 @@ def _field_help() -> dict[str, str]:
     return {f.name: f.metadata.get("help", "").replace("%", "%%") for f in fields(TrainConfig)}
 
 
-def _add_train(sub) -> None:
+def _add_train(sub, name: str = "train") -> None:
     from dataclasses import fields
 
     from ..train.config import TrainConfig
 
-    t = sub.add_parser("train", help="train a model (a recipe, flags, or both)",
-                       description="Train per a recipe (--config) with any config key overridden as --key value.")
+    if name == "pretrain":
+        t = sub.add_parser("pretrain", help="self-supervised pretraining (SimCLR, MoCo v2, BYOL, SimSiam) on images "
+                                            "without labels",
+                           description="`resnetlab train` with --method (= --ssl) set: the backbone learns from two "
+                                       "augmented views of each image; labels, if the data has them, feed only the "
+                                       "kNN monitor. Recipe: --config cifar10-ssl.")
+    else:
+        t = sub.add_parser("train", help="train a model (a recipe, flags, or both)",
+                           description="Train per a recipe (--config) with any config key overridden as --key value.")
     t.add_argument("--config", metavar="RECIPE", help="shipped recipe name or a YAML path (resnetlab recipes)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
     t.add_argument("--overwrite", action="store_true",
@@ -110,12 +117,13 @@ def _add_train(sub) -> None:
             continue
         boolean = f.type in ("bool", "bool | None")  # --channels-last alone means true; auto/none: None
         aliases = ["--img-size"] if f.name == "image_size" else []  # the name timm and MedMNIST's scripts use
+        aliases += ["--method"] if f.name == "ssl" and name == "pretrain" else []
         t.add_argument(f"--{f.name.replace('_', '-')}", *aliases, dest=f.name, default=None, help=helps.get(f.name),
                        nargs="?" if boolean else None, const="true" if boolean else None,
                        metavar="BOOL" if boolean else f.name.upper())
     t.add_argument("--model-kwargs", nargs="*", default=None, metavar="KEY=VALUE",
                    help="model options, e.g. stem=cifar drop_path_rate=0.1 (merged into the recipe's)")
-    t.set_defaults(func=_cmd_train)
+    t.set_defaults(func=_cmd_train, verb=name)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -138,6 +146,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(None, {k: v for k, v in overrides.items() if k in RESUMABLE})
     else:
         cfg = load_config(recipe_path(args.config) if args.config else None, overrides)
+        if args.verb == "pretrain" and not cfg.ssl:
+            print("resnetlab pretrain: give --method simclr|mocov2|byol|simsiam", file=sys.stderr)
+            return 2
     try:
         result = fit(cfg, resume=args.resume, overwrite=overwrite)
     except TrainingDiverged as e:
@@ -321,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_summary)
 
     _add_train(sub)
+    _add_train(sub, "pretrain")
     _add_eval(sub)
     add_deploy_verbs(sub)
     add_explain_verb(sub)

@@ -76,6 +76,16 @@ class TrainConfig:
     workers: int = _f(2, "DataLoader workers for streamed (large-image) folders")
     masks: str = _f("auto", "detection/segmentation mask folders: 'instance' (value k = object k) or 'semantic' "
                             "(value = class); auto: instance for a detector, semantic for a segmenter")
+    # --- self-supervised pretraining (resnetlab pretrain) ---
+    ssl: str | None = _f(None, "self-supervised method: simclr, mocov2, byol or simsiam (None: supervised training); "
+                               "labels, if the data has them, feed only the kNN monitor")
+    ssl_temperature: float | None = _f(None, "contrastive temperature; None: the method's (SimCLR 0.5, MoCo v2 0.1: "
+                                             "lightly's CIFAR-10 settings)")
+    ssl_momentum: float | None = _f(None, "momentum encoder (MoCo v2, BYOL): base rate; None: 0.99 (lightly's CIFAR-10 "
+                                          "setting); BYOL ramps it to 1 on a cosine (Grill et al. 2020)")
+    ssl_queue: int = _f(4096, "MoCo v2: keys in the queue (lightly's CIFAR-10 setting; 65536 on ImageNet)")
+    knn_k: int = _f(200, "kNN monitor of self-supervised runs: neighbours (Wu et al. 2018)")
+    knn_data: str | None = _f(None, "labelled data for the kNN monitor when --data has no labels (a folder of images)")
     # --- augmentation ---
     preset: str = _f("cifar", "'cifar' (pad-4 crop + flip) or 'imagenet' (RandomResizedCrop + flip)")
     image_size: int | None = _f(None, "network input size; None: the data's own size (cifar) / 224 (imagenet)")
@@ -164,7 +174,8 @@ _CHOICES = {
     "preset": ("cifar", "imagenet"), "optimizer": ("sgd", "adamw"), "amp": AMP_CHOICES,
     "schedule": ("cosine", "step", "multistep", "onecycle", "constant"), "milestone_unit": ("epoch", "step"),
     "auto_augment": (None, "trivial", "randaugment"), "sampler": ("shuffle", "balanced"),
-    "select_metric": ("top1", "auc", "balanced_accuracy", "map", "map_50", "map_75", "miou", "pixel_acc"),
+    "select_metric": ("top1", "auc", "balanced_accuracy", "map", "map_50", "map_75", "miou", "pixel_acc", "knn_top1"),
+    "ssl": (None, "simclr", "mocov2", "byol", "simsiam"),
     "finetune": ("full", "linear", "gradual"), "masks": ("auto", "instance", "semantic"),
     "task": ("auto", "binary", "multiclass", "ordinal", "multilabel"),
 }

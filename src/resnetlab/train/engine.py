@@ -573,7 +573,12 @@ class Trainer:
 
 
 def task_plugin(cfg: TrainConfig) -> TaskPlugin | None:
-    """The plug-in a config's task needs: detection / segmentation for a dense model, else None."""
+    """The plug-in a config's task needs: self-supervised pretraining, detection / segmentation for a dense
+    model, else None (classification)."""
+    if cfg.ssl:
+        from .ssl import SSLTask
+
+        return SSLTask(cfg)
     return DenseTask(cfg) if dense_kind(cfg.model) else None
 
 

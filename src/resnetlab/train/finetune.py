@@ -106,7 +106,11 @@ def starting_weights(cfg: TrainConfig) -> tuple[Path | None, dict[str, Any] | No
     path, record = resolve_pretrained(spec, cfg.model)
     if path.suffix == ".pt":  # a resnetlab checkpoint knows the classes its head was trained for
         try:
-            record["classes"] = list(read_checkpoint(path)["classes"])
+            ck = read_checkpoint(path)
+            if ck.get("ssl"):  # a self-supervised backbone: no head, and where it came from
+                record["ssl"] = {**ck["ssl"], "epochs": ck.get("epoch"), "data": (ck.get("config") or {}).get("data")}
+            else:
+                record["classes"] = list(ck["classes"])
         except (ValueError, KeyError):
             pass  # a plain state dict
     return path, record

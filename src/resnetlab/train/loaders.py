@@ -134,10 +134,13 @@ def permute_labels(ds: ArrayDataset | FolderDataset, seed: int) -> ArrayDataset 
     return ds
 
 
-def make_batches(bundle: DataBundle, cfg: TrainConfig, info: DistInfo, *, split: str = "train"):
-    """Training batches (sliced per DDP rank), or evaluation batches of "val" or "test" (whole, run on rank 0)."""
+def make_batches(bundle: DataBundle, cfg: TrainConfig, info: DistInfo, *, split: str = "train",
+                 augment: bool = True):
+    """Training batches (sliced per DDP rank), or evaluation batches of "val", "test" or "bank" (the training
+    images in order, as evaluation sees them: a kNN monitor's bank), whole, run on rank 0. ``augment=False``:
+    training batches under the evaluation preprocessing (self-supervised views are made from those)."""
     train = split == "train"
-    ds = {"train": bundle.train, "val": bundle.val, "test": bundle.test}[split]
+    ds = {"train": bundle.train, "val": bundle.val, "test": bundle.test, "bank": bundle.train}[split]
     if ds is None:
         return None
     info = info if train else DistInfo()
@@ -150,10 +153,10 @@ def make_batches(bundle: DataBundle, cfg: TrainConfig, info: DistInfo, *, split:
     if isinstance(ds, ArrayDataset):
         aug = BatchAugment(train=True, mean=pre.mean, std=pre.std, crop_pad=cfg.crop_pad, flip=cfg.flip,
                            cutout=cfg.cutout, auto_augment=cfg.auto_augment,
-                           image_size=pre.image_size) if train else pre.batch_transform()
+                           image_size=pre.image_size) if train and augment else pre.batch_transform()
         return ArrayBatches(ds, bs, aug, train=train, seed=cfg.seed, limit=limit, sampler=cfg.sampler, **dist)
     ds.transform = folder_transform(cfg.preset, train=True, image_size=pre.image_size, mean=pre.mean, std=pre.std,
                                     auto_augment=cfg.auto_augment, in_chans=pre.in_chans, crop_pad=cfg.crop_pad,
-                                    cutout=cfg.cutout, flip=cfg.flip) if train else pre.image_transform()
+                                    cutout=cfg.cutout, flip=cfg.flip) if train and augment else pre.image_transform()
     return FolderBatches(ds, bs, train=train, seed=cfg.seed, workers=cfg.workers, limit=limit, sampler=cfg.sampler,
                          **dist)

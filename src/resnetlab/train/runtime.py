@@ -75,7 +75,7 @@ def log_row(row: dict[str, Any]) -> None:
         auc = "-" if row.get("val_auc") is None else f"{row['val_auc']:.4f}"
         val = (f"val loss {row['val_loss']:.4f} top1 {pct('val_top1')} top5 {pct('val_top5')} "
                f"bal-acc {pct('val_balanced_accuracy')} auc {auc}")
-    elif any(k in row for k in ("val_map", "val_miou")):  # a detector's or segmenter's scores
+    elif any(k in row for k in ("val_map", "val_miou", "val_knn_top1")):  # a plug-in task's scores
         val = "val " + " ".join(f"{k[4:]} {v:.4f}" for k, v in row.items() if k.startswith("val_"))
     else:
         val = "no validation this epoch"

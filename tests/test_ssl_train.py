@@ -1,0 +1,99 @@
+"""Self-supervised pretraining on the one engine: each method trains and is monitored by kNN, its backbone
+starts a classifier with its provenance, a killed run resumes bit-identically, two processes share negatives."""
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import resnetlab
+from resnetlab import create_model
+from resnetlab.train.checkpoint import load_checkpoint
+from resnetlab.train.ssl import SSLTask
+from test_train_ddp import TORCHRUN
+from test_train_resume import _kill_after_checkpoint, _rows
+from train_helpers import ROOT, cli_args, run_cli, tiny_config, write_tree
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return write_tree(tmp_path_factory.mktemp("ssl") / "colours", train=16, test=4, size=8)
+
+
+def _ssl(tree, out, method, **kw):
+    return tiny_config(tree, out, ssl=method, epochs=kw.pop("epochs", 1), batch_size=kw.pop("batch_size", 12),
+                       knn_k=kw.pop("knn_k", 5), **kw)
+
+
+@pytest.mark.parametrize("method", ["simclr", "mocov2", "byol", "simsiam"])
+def test_each_method_pretrains_a_backbone_checked_by_knn(tree, tmp_path, method):
+    run = resnetlab.fit(_ssl(tree, tmp_path / method, method, epochs=2))
+    assert [r["epoch"] for r in run.history] == [1, 2]
+    assert all(0 <= r["val_knn_top1"] <= 1 and torch.isfinite(torch.tensor(r["train_loss"])) for r in run.history)
+    assert run["test_knn_top1"] is not None and run["select_metric"] == "knn_top1"
+    ck = load_checkpoint(tmp_path / method / "best.pt")
+    backbone = create_model("resnet20", num_classes=0, layers=(1, 1, 1))
+    assert set(ck["model"]) == set(backbone.state_dict())  # the backbone alone: no classifier, no heads
+    assert ck["ssl"]["method"] == method and ck["num_classes"] == 0 and ck["task"] == "ssl"
+    heads = {k.split(".")[0] for k in ck["ssl_state"]}
+    assert heads == {"simclr": {"projector"}, "mocov2": {"projector", "target", "queue"},
+                     "byol": {"projector", "predictor", "target"}, "simsiam": {"projector", "predictor"}}[method]
+    if method in ("mocov2", "byol"):  # the momentum encoder moved towards the online network, not onto it
+        target = {k[len("target.0."):]: v for k, v in ck["ssl_state"].items() if k.startswith("target.0.")}
+        w = "layer1.0.conv1.weight"
+        assert not torch.equal(target[w], ck["model"][w])
+        first = load_checkpoint(tmp_path / method / "last.pt")
+        assert first["global_step"] == 2 * 3  # 36 of the 42 images a step: whole batches only
+
+
+def test_the_backbone_starts_a_classifier_with_its_provenance(tree, tmp_path):
+    resnetlab.fit(_ssl(tree, tmp_path / "byol", "byol"))
+    backbone = load_checkpoint(tmp_path / "byol" / "best.pt")["model"]
+    run = resnetlab.fit(tiny_config(tree, tmp_path / "probe", pretrained=str(tmp_path / "byol"), finetune="linear",
+                                    epochs=1))
+    assert run["pretrained"]["ssl"]["method"] == "byol" and run["pretrained"]["ssl"]["epochs"] == 1
+    trained = load_checkpoint(tmp_path / "probe" / "last.pt")["model"]
+    # a linear probe: the backbone is exactly the pretrained one, only the new classifier trained
+    assert all(torch.equal(v, trained[k]) for k, v in backbone.items())
+    assert trained["fc.weight"].shape == (3, 64)
+
+
+def test_a_killed_pretraining_resumes_bit_identical(tree, tmp_path):
+    kw = dict(epochs=2, ckpt_every_steps=1)
+    ref = _ssl(tree, tmp_path / "ref", "byol", **kw)
+    run_cli("train", *cli_args(ref))
+    killed = _ssl(tree, tmp_path / "killed", "byol", **kw)
+    step = _kill_after_checkpoint(killed, min_step=2)
+    assert 2 <= step < 8, f"not killed part-way (last checkpoint at step {step})"
+    run_cli("train", "--resume", str(tmp_path / "killed"))
+    a, b = (load_checkpoint(tmp_path / r / "last.pt") for r in ("ref", "killed"))
+    for part in ("model", "ssl_state"):
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part} {key} differs after the resume"
+    assert _rows(tmp_path / "ref") == _rows(tmp_path / "killed")
+
+
+def test_two_processes_pretrain_with_shared_negatives(tree, tmp_path):
+    cfg = _ssl(tree, tmp_path / "ddp", "simclr")
+    out = subprocess.run([sys.executable, *TORCHRUN, "resnetlab", "pretrain", *cli_args(cfg)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3 and summary["val_knn_top1"] is not None
+
+
+def test_bad_settings_are_named(tree, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="resnetlab"):
+        SSLTask(_ssl(tree, tmp_path / "x", "simclr", batch_size=8))
+    assert "batch_size 8 is small for simclr" in caplog.text and "64 or more" in caplog.text
+    with pytest.raises(ValueError, match="mixup=0.2 is a classification setting"):
+        SSLTask(_ssl(tree, tmp_path / "x", "byol", mixup=0.2))
+    with pytest.raises(ValueError, match="batch_size 1: byol trains BatchNorm"):
+        SSLTask(_ssl(tree, tmp_path / "x", "byol", batch_size=1))
+    with pytest.raises(ValueError, match="ssl must be one of"):
+        _ssl(tree, tmp_path / "x", "byol").replace(ssl="swav")
+    out = run_cli("pretrain", "--data", str(tree), "--out", str(tmp_path / "y"), check=False)
+    assert out.returncode == 2 and "give --method simclr|mocov2|byol|simsiam" in out.stderr
