@@ -97,3 +97,25 @@ def test_bad_settings_are_named(tree, tmp_path, caplog):
         _ssl(tree, tmp_path / "x", "byol").replace(ssl="swav")
     out = run_cli("pretrain", "--data", str(tree), "--out", str(tmp_path / "y"), check=False)
     assert out.returncode == 2 and "give --method simclr|mocov2|byol|simsiam" in out.stderr
+
+
+def test_linear_probe_on_frozen_features(tree, tmp_path):
+    """The probe's features come from the backbone alone, once (a second probe reads the cache); on colour-coded
+    images a linear classifier separates them; a detector checkpoint has no backbone to probe."""
+    from resnetlab.eval.probe import linear_probe
+
+    resnetlab.fit(_ssl(tree, tmp_path / "simclr", "simclr"))
+    out = run_cli("probe", "--checkpoint", str(tmp_path / "simclr"), "--data", str(tree), "--epochs", "50")
+    result = json.loads(out.stdout)
+    assert result["top1"] == 1.0 and result["num_train"] == 48 and result["num_test"] == 12
+    assert result["ssl"]["method"] == "simclr" and result["classes"] == ["blue", "green", "red"]
+    cached = sorted(p.name for p in (tmp_path / "simclr" / "probe-cache").iterdir())
+    assert len(cached) == 4 and all(n.endswith((".npy")) for n in cached)
+    stamp = [(tmp_path / "simclr" / "probe-cache" / n).stat().st_mtime_ns for n in cached]
+    again = linear_probe(tmp_path / "simclr", tree, epochs=5)
+    assert [(tmp_path / "simclr" / "probe-cache" / n).stat().st_mtime_ns for n in cached] == stamp  # read back
+    assert again.epochs == 5
+    ck = load_checkpoint(tmp_path / "simclr" / "best.pt")
+    torch.save({**ck, "task": "detection"}, tmp_path / "det.pt")
+    with pytest.raises(ValueError, match="a detection checkpoint has no backbone to probe"):
+        linear_probe(tmp_path / "det.pt", tree)

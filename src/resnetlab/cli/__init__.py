@@ -170,6 +170,25 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_probe(sub) -> None:
+    p = sub.add_parser("probe", help="linear probe: a linear classifier on a backbone's frozen features, test top-1")
+    p.add_argument("--checkpoint", required=True, help="a `resnetlab pretrain` or `train` run (or a checkpoint)")
+    p.add_argument("--data", required=True, help="labelled data with train and test splits (folders or a data set)")
+    p.add_argument("--epochs", type=int, default=100, help="L-BFGS iterations on the cached features")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="L2 penalty on the linear weights")
+    p.add_argument("--batch-size", type=int, default=256, help="batch for computing the features")
+    p.set_defaults(func=_cmd_probe)
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from ..eval.probe import linear_probe
+
+    result = linear_probe(args.checkpoint, args.data, epochs=args.epochs, weight_decay=args.weight_decay,
+                          batch_size=args.batch_size)
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
 def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a checkpoint: top-1/5, per class, confusion matrix, NLL, ECE, AUC")
     e.add_argument("--checkpoint", required=True, help="a checkpoint file or a run directory (best.pt)")
@@ -333,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train(sub)
     _add_train(sub, "pretrain")
+    _add_probe(sub)
     _add_eval(sub)
     add_deploy_verbs(sub)
     add_explain_verb(sub)
