@@ -119,3 +119,19 @@ def test_linear_probe_on_frozen_features(tree, tmp_path):
     torch.save({**ck, "task": "detection"}, tmp_path / "det.pt")
     with pytest.raises(ValueError, match="a detection checkpoint has no backbone to probe"):
         linear_probe(tmp_path / "det.pt", tree)
+
+
+def test_an_unlabelled_folder_pretrains_with_a_knn_monitor_elsewhere(tree, tmp_path):
+    import shutil
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, p in enumerate(sorted((tree / "train").rglob("*.png"))):
+        shutil.copy(p, flat / f"{i:03d}.png")
+    run = resnetlab.fit(_ssl(flat, tmp_path / "plain", "simsiam"))
+    assert run["num_train"] == 48 and "val_knn_top1" not in run.history[0]
+    assert (tmp_path / "plain" / "last.pt").is_file() and not (tmp_path / "plain" / "best.pt").exists()
+    run = resnetlab.fit(_ssl(flat, tmp_path / "knn", "simsiam", knn_data=str(tree)))
+    assert run.history[0]["val_knn_top1"] is not None and run["test_knn_top1"] is not None
+    with pytest.raises(ValueError, match=r"its images are 8x8 px, smaller than the 16 px crop \(--image-size 16\)"):
+        resnetlab.fit(_ssl(flat, tmp_path / "big", "simsiam", image_size=16))

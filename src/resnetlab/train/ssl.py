@@ -23,13 +23,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..data import ArrayDataset, resolve_data_root
+from ..data.preprocess import Preprocess, parse_window
+from ..data.unlabelled import is_unlabelled_folder, open_unlabelled
 from ..data.views import make_views, method_views, view_seed
 from ..eval.knn import knn_top1
 from ..models import create_model
 from .config import TrainConfig
 from .distributed import DistInfo
 from .finetune import starting_weights
-from .loaders import DataBundle, build_data, make_batches
+from .loaders import DataBundle, build_data, imported_normalisation, make_batches
 from .ssl_losses import KeyQueue, info_nce, mlp_head, momentum_update, negative_cosine, nt_xent
 from .task import Step, TaskPlugin
 
@@ -117,11 +120,26 @@ class SSLTask(TaskPlugin):
 
     # --- data --------------------------------------------------------------------------------------
     def build_data(self, cfg: TrainConfig, info: DistInfo) -> DataBundle:
-        bundle = build_data(cfg, info)
+        """The training images (a labelled data set's train split, or every image of an unlabelled folder) and
+        the labelled data of the kNN monitor (the same data set's, or ``knn_data``'s)."""
+        root = resolve_data_root(cfg.data, download=cfg.download, cache_dir=cfg.cache_dir)
+        if is_unlabelled_folder(root):
+            bundle = _unlabelled_bundle(cfg, root, info)
+        else:
+            bundle = build_data(cfg, info)
+            log.info("self-supervised %s on %s: %d training images; their labels (%d classes) feed only the kNN "
+                     "monitor", cfg.ssl, bundle.root, len(bundle.train), len(bundle.classes))
+        _check_crop(bundle)
+        self.knn = bundle if len(bundle.classes) > 1 else None
+        if cfg.knn_data:
+            knn = build_data(cfg.replace(data=cfg.knn_data), info)
+            if knn.preprocess.image_size != bundle.preprocess.image_size:
+                raise ValueError(f"knn_data {cfg.knn_data}: its images come to {knn.preprocess.image_size} px, the "
+                                 f"training images to {bundle.preprocess.image_size} px; give --image-size")
+            self.knn = knn
+        elif self.knn is None:
+            log.info("no labels for a kNN monitor (give --knn-data LABELLED): best.pt is the last epoch's")
         self.in_chans = bundle.in_chans
-        log.info("self-supervised %s on %s: %d training images%s", cfg.ssl, bundle.root, len(bundle.train),
-                 f"; their labels ({len(bundle.classes)} classes) feed only the kNN monitor"
-                 if len(bundle.classes) > 1 else "")
         return bundle
 
     def batches(self, bundle: DataBundle, cfg: TrainConfig, info: DistInfo, split: str):
@@ -131,9 +149,11 @@ class SSLTask(TaskPlugin):
             self.std = torch.tensor(bundle.preprocess.std).view(1, -1, 1, 1)
             self.views = method_views(cfg.ssl, self.size)
             return make_batches(bundle, cfg, info, split="train", augment=False)
-        if split == "val" and len(bundle.classes) > 1:
-            self.bank = make_batches(bundle, cfg, info, split="bank")
-        return make_batches(bundle, cfg, info, split=split)
+        if self.knn is None:
+            return None
+        if split == "val":
+            self.bank = make_batches(self.knn, cfg, info, split="bank")
+        return make_batches(self.knn, cfg, info, split=split)
 
     # --- model -------------------------------------------------------------------------------------
     def build_model(self, cfg: TrainConfig, num_classes: int, resuming: bool) -> tuple[nn.Module, dict | None]:
@@ -180,9 +200,32 @@ class SSLTask(TaskPlugin):
         if self.bank is None or batches is None:
             return {"knn_top1": None}
         net = model.backbone if isinstance(model, SSLModel) else model
-        return {"knn_top1": knn_top1(net, self.bank.epoch(0), batches.epoch(0), num_classes, k=self.cfg.knn_k,
-                                     device=device)}
+        return {"knn_top1": knn_top1(net, self.bank.epoch(0), batches.epoch(0), len(self.knn.classes),
+                                     k=self.cfg.knn_k, device=device)}
 
     def row(self, metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
         return {f"{prefix}_knn_top1": metrics["knn_top1"]} if metrics["knn_top1"] is not None else {}
 
+
+def _unlabelled_bundle(cfg: TrainConfig, root, info: DistInfo) -> DataBundle:
+    """Every image of an unlabelled folder as the training split (rank 0 builds the cache first)."""
+    from .distributed import barrier
+
+    train = None
+    for turn in (True, False):
+        if info.is_main == turn:
+            train = open_unlabelled(root, cache_dir=cfg.cache_dir, strict=cfg.strict_data, progress=info.is_main)
+        barrier(info)
+    size = cfg.image_size or (train.image_size[0] if isinstance(train, ArrayDataset) else 224)
+    pre = imported_normalisation(cfg, Preprocess.for_data(cfg.preset, size, train.in_chans, parse_window(cfg.window)))
+    log.info("self-supervised %s on %s: %d unlabelled images", cfg.ssl, root, len(train))
+    return DataBundle(train, train, list(train.classes), pre, str(root), None, 0.0, cfg.seed)
+
+
+def _check_crop(bundle: DataBundle) -> None:
+    """Views crop at the network's input size: cached (small) images must be at least that large."""
+    train, size = bundle.train, bundle.preprocess.image_size
+    if isinstance(train, ArrayDataset) and min(train.image_size) < size:
+        raise ValueError(f"{bundle.root}: its images are {train.image_size[0]}x{train.image_size[1]} px, smaller "
+                         f"than the {size} px crop (--image-size {size}); give --image-size {min(train.image_size)} "
+                         "or less")
