@@ -109,6 +109,13 @@ def class_dirs(folder: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
 
 
+def image_files(folder: str | os.PathLike) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every image file under ``folder``, sorted by name, at any depth."""
+    found: list[tuple[str, int, int]] = []
+    _walk(str(folder), found)
+    return found
+
+
 def scan_folder(folder: Path) -> tuple[list[str], list[tuple[str, int, int, int]]]:
     """Classes (sorted sub-folder names) and files as (path, label, size, mtime_ns); stat only.
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .arrays import ArrayDataset
 from .cache import FileSplit, open_file_split
-from .folder import IMAGE_EXTENSIONS, FolderDataset, _walk
+from .folder import IMAGE_EXTENSIONS, FolderDataset, image_files
 
 __all__ = ["UNLABELLED", "is_unlabelled_folder", "open_unlabelled"]
 
@@ -32,8 +32,7 @@ def open_unlabelled(root: str | os.PathLike, *, cache_dir: str | os.PathLike | N
                     small_max: int = 64, progress: bool = True) -> ArrayDataset | FolderDataset:
     """Every image under ``root`` as one split ("train") with the single class ``unlabelled``."""
     folder = Path(root).expanduser().resolve()
-    found: list[tuple[str, int, int]] = []
-    _walk(str(folder), found)
+    found = image_files(folder)
     if not found:
         raise ValueError(f"{folder} holds no image files ({', '.join(IMAGE_EXTENSIONS)}, any case)")
     files = [(p, 0, size, mtime) for p, size, mtime in found]
