@@ -24,8 +24,9 @@ def test_views_are_seeded_and_differ_per_seed():
     # per-image parameters: the same image twice in a batch gets two different views
     twin = make_views(torch.cat([x[:1], x[:1]]), METHOD_VIEWS["simclr"][0], 32, seed=1)
     assert not torch.allclose(twin[0], twin[1])
-    seeds = {view_seed(s, e, t, v) for s in (0, 1) for e in range(3) for t in range(50) for v in (0, 1)}
-    assert len(seeds) == 2 * 3 * 50 * 2
+    seeds = {view_seed(s, e, t, v, r) for s in (0, 1) for e in range(3) for t in range(50) for v in (0, 1)
+             for r in (0, 1)}
+    assert len(seeds) == 2 * 3 * 50 * 2 * 2
 
 
 def test_each_op_does_what_it_says():

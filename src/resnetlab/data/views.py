@@ -53,9 +53,10 @@ def method_views(method: str, size: int) -> tuple[ViewRecipe, ViewRecipe]:
     return tuple(replace(v, blur_p=0.0) for v in views) if size < BLUR_MIN_SIZE else views  # type: ignore[return-value]
 
 
-def view_seed(seed: int, epoch: int, step: int, view: int) -> int:
-    """A 63-bit seed for one view of one step: the same on resume, different for every step and view."""
-    h = (seed * 1_000_003 + epoch) * 1_000_033 + step
+def view_seed(seed: int, epoch: int, step: int, view: int, rank: int = 0) -> int:
+    """A 63-bit seed for one view of one step on one process: the same on resume, different for every step,
+    view and process (each process draws the views of its own slice of the batch)."""
+    h = ((seed * 1_000_003 + epoch) * 1_000_033 + step) * 65_537 + rank
     return (h * 4 + view) % (2**63 - 1)
 
 

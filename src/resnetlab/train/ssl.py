@@ -144,7 +144,7 @@ class SSLTask(TaskPlugin):
 
     def batches(self, bundle: DataBundle, cfg: TrainConfig, info: DistInfo, split: str):
         if split == "train":
-            self.size = bundle.preprocess.image_size
+            self.size, self.rank = bundle.preprocess.image_size, info.rank
             self.mean = torch.tensor(bundle.preprocess.mean).view(1, -1, 1, 1)
             self.std = torch.tensor(bundle.preprocess.std).view(1, -1, 1, 1)
             self.views = method_views(cfg.ssl, self.size)
@@ -183,7 +183,7 @@ class SSLTask(TaskPlugin):
         x01 = (x * self.std + self.mean).clamp_(0, 1).to(device, non_blocking=True)
         mean, std = self.mean.to(device), self.std.to(device)
         seed = self.cfg.seed
-        v1, v2 = ((make_views(x01, r, self.size, view_seed(seed, where.epoch, where.batch, i)) - mean) / std
+        v1, v2 = ((make_views(x01, r, self.size, view_seed(seed, where.epoch, where.batch, i, self.rank)) - mean) / std
                   for i, r in enumerate(self.views))
         return net(v1, v2)
 
