@@ -26,16 +26,11 @@ from .config import TrainConfig
 from .distributed import DistInfo
 from .finetune import starting_weights
 from .loaders import AUTO_VAL_SPLIT, DataBundle
-from .task import Step, TaskPlugin
+from .task import Step, TaskPlugin, refuse_classification_settings
 
 __all__ = ["DenseTask"]
 
 log = logging.getLogger("resnetlab")
-
-# settings of classification that have no meaning for boxes or pixel maps: refused rather than ignored
-_CLASSIFY_ONLY = {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "class_weights": "none", "focal_gamma": 0.0,
-                  "logit_adjust": 0.0, "distill_from": None, "qat": False, "ema_decay": 0.0, "sampler": "shuffle",
-                  "finetune": "full", "shuffle_labels": False, "auto_augment": None, "cutout": 0}
 
 
 class DenseTask(TaskPlugin):
@@ -46,10 +41,7 @@ class DenseTask(TaskPlugin):
         if kind is None:
             raise ValueError(f"{cfg.model!r} is neither a detector nor a segmenter")
         self.kind = kind
-        for key, off in _CLASSIFY_ONLY.items():
-            if getattr(cfg, key) != off:
-                raise ValueError(f"{key}={getattr(cfg, key)!r} is a classification setting; {cfg.model} ({kind}) "
-                                 f"trains without it (leave it at {off!r})")
+        refuse_classification_settings(cfg, f"{cfg.model} ({kind})")
         self.scores = scores = DENSE_SCORES[kind]
         self.select = cfg.select_metric if cfg.select_metric in scores else scores[0]
         if kind == "segmentation" and cfg.batch_size < 2:

@@ -34,7 +34,7 @@ from .distributed import DistInfo
 from .finetune import starting_weights
 from .loaders import DataBundle, build_data, imported_normalisation, make_batches
 from .ssl_losses import KeyQueue, info_nce, mlp_head, momentum_update, negative_cosine, nt_xent
-from .task import Step, TaskPlugin
+from .task import Step, TaskPlugin, refuse_classification_settings
 
 __all__ = ["SSLModel", "SSLTask", "METHODS", "MIN_BATCH"]
 
@@ -43,12 +43,6 @@ log = logging.getLogger("resnetlab")
 METHODS = {"simclr": {"temperature": 0.5}, "mocov2": {"temperature": 0.1, "momentum": 0.99},
            "byol": {"momentum": 0.99}, "simsiam": {}}
 MIN_BATCH = {"simclr": 64}  # SimCLR's negatives are the batch's: below this, too few (Chen et al. 2020, fig. 9)
-
-# classification settings a self-supervised run has no use for: refused rather than ignored
-_CLASSIFY_ONLY = {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "class_weights": "none", "focal_gamma": 0.0,
-                  "logit_adjust": 0.0, "distill_from": None, "qat": False, "ema_decay": 0.0, "sampler": "shuffle",
-                  "finetune": "full", "shuffle_labels": False, "auto_augment": None, "cutout": 0,
-                  "threshold": "none"}
 
 
 class SSLModel(nn.Module):
@@ -103,10 +97,7 @@ class SSLTask(TaskPlugin):
     channels_last = True
 
     def __init__(self, cfg: TrainConfig) -> None:
-        for key, off in _CLASSIFY_ONLY.items():
-            if getattr(cfg, key) != off:
-                raise ValueError(f"{key}={getattr(cfg, key)!r} is a classification setting; self-supervised "
-                                 f"pretraining ({cfg.ssl}) trains without it (leave it at {off!r})")
+        refuse_classification_settings(cfg, f"self-supervised pretraining ({cfg.ssl})", {"threshold": "none"})
         if cfg.ssl in MIN_BATCH and 2 <= cfg.batch_size < MIN_BATCH[cfg.ssl]:
             log.warning("batch_size %d is small for %s: a contrastive loss takes its negatives from the batch "
                         "(SimCLR's accuracy falls with fewer; %d or more is advised)", cfg.batch_size, cfg.ssl,

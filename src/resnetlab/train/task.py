@@ -14,7 +14,20 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["TaskPlugin", "Step"]
+__all__ = ["TaskPlugin", "Step", "CLASSIFY_ONLY", "refuse_classification_settings"]
+
+# settings of classification that mean nothing to boxes, pixel maps or self-supervised views, at their "off" values
+CLASSIFY_ONLY = {"mixup": 0.0, "cutmix": 0.0, "label_smoothing": 0.0, "class_weights": "none", "focal_gamma": 0.0,
+                 "logit_adjust": 0.0, "distill_from": None, "qat": False, "ema_decay": 0.0, "sampler": "shuffle",
+                 "finetune": "full", "shuffle_labels": False, "auto_augment": None, "cutout": 0}
+
+
+def refuse_classification_settings(cfg: Any, what: str, extra: dict[str, Any] | None = None) -> None:
+    """A classification setting given to another task is an error naming it (refused, never ignored)."""
+    for key, off in {**CLASSIFY_ONLY, **(extra or {})}.items():
+        if getattr(cfg, key) != off:
+            raise ValueError(f"{key}={getattr(cfg, key)!r} is a classification setting; {what} trains without it "
+                             f"(leave it at {off!r})")
 
 
 class Step:
