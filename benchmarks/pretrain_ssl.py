@@ -14,7 +14,11 @@ Rules, fixed before the first run:
 - F1 (floor): each method's final kNN top-1 beats the random network's by at least 2 points.
 - C1 (ceiling) and L1 (label efficiency): reported, whatever their sign; no pass/fail.
 
-    python benchmarks/ssl.py --data ~/.cache/resnetlab/cifar10 --methods simclr,byol --epochs 8 --steps-per-epoch 50
+    python benchmarks/pretrain_ssl.py --data ~/.cache/resnetlab/cifar10 --methods simclr,byol --epochs 8 \
+        --steps-per-epoch 50
+
+(Not named ssl.py: a script in benchmarks/ of that name would shadow the standard library's ssl module for
+every benchmark run from this folder.)
 
 Run time (2 cores): about 60 min per method at the defaults, the same for the supervised ceiling, 40 min for
 label efficiency; `--smoke` runs every part for a few steps (minutes) to check the script.
@@ -218,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         result["label_efficiency"] = {"steps": args.finetune_steps, **{
             pct: {"ssl": finetune(data, str(start) if start else None, pct, tmp, args),
                   "scratch": finetune(data, None, pct, tmp, args)} for pct in ("1%", "10%")}}
-    command = "python benchmarks/ssl.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/pretrain_ssl.py " + " ".join(sys.argv[1:])
     out = Path(args.out if not args.smoke else tempfile.mkdtemp(prefix="resnetlab-ssl-smoke-"))
     payload = {"env": env, "command": command, "args": vars(args), **result}
     plot(result, out / "ssl.png")
