@@ -98,8 +98,9 @@ class _Onnx:
         opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         opts.intra_op_num_threads = threads or os.cpu_count() or 1
         opts.inter_op_num_threads, opts.log_severity_level = 1, 3
-        # no arena and no memory-pattern planning: together ~20 MiB off the peak of a ResNet-18 session (neither
-        # alone moves it); benchmarks/results/runtime_rss.md times a call against the Predictor's session (arena on)
+        # no arena and no memory-pattern planning: together ~20 MiB off a ResNet-18 session's peak while loading (190
+        # vs 212 MiB, neither alone moves it); a first prediction's peak in benchmarks/results/runtime_rss.md did not
+        # drop with it (211 MiB), and that file times a call against the Predictor's session (arena on)
         opts.enable_cpu_mem_arena, opts.enable_mem_pattern = False, False
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         first = self.session.get_inputs()[0]
