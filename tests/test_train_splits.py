@@ -67,7 +67,9 @@ def test_rank_0_prepares_the_data_while_the_others_wait(tmp_path, monkeypatch, r
         return real(data, download=False, cache_dir=cache_dir)
 
     monkeypatch.setattr(loaders, "resolve_data_root", resolve)
-    monkeypatch.setattr(loaders, "barrier", lambda info: calls.append("barrier"))
+    import resnetlab.train.distributed as distributed
+
+    monkeypatch.setattr(distributed, "barrier", lambda info: calls.append("barrier"))  # what main_first waits at
     bundle = loaders.build_data(tiny_config(tree, tmp_path / "run", download=True), DistInfo(rank, 2, rank))
     if rank == 0:
         assert calls == ["resolve(download=True)", "barrier", "barrier"]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..data import open_dataset, resolve_data_root
 from ..data.preprocess import Preprocess
 from ..models import create_model
+from ..utils.fileio import atomic_path
 from .batches import eval_batches
 from .knn import features
 from .loading import checkpoint_path, checkpoint_preprocess, read_checkpoint
@@ -73,12 +74,9 @@ def _cached_features(model, pre, ds, split: str, key: str, cache: Path, batch_si
     if f_path.is_file() and y_path.is_file():
         return torch.from_numpy(np.load(f_path)), torch.from_numpy(np.load(y_path))
     f, y = features(model, eval_batches(ds, pre, batch_size=batch_size).epoch(0))
-    cache.mkdir(parents=True, exist_ok=True)
     for path, a in ((f_path, f.numpy()), (y_path, y.numpy())):
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as fh:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.save(fh, a)
-        os.replace(tmp, path)
     return f, y
 
 

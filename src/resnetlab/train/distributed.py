@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 __all__ = ["DistInfo", "init_distributed", "all_reduce_sum", "barrier", "cleanup"]
 
@@ -56,6 +59,17 @@ def all_reduce_sum(values: list[float], info: DistInfo, device: torch.device) ->
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def main_first(info: DistInfo, fn: Callable[[], T]) -> T:
+    """``fn()`` on rank 0 first while the others wait at a barrier, then on the others (rank 0 alone downloads,
+    unpacks or builds a cache; the others then find it ready)."""
+    out = None
+    for turn in (True, False):
+        if info.is_main == turn:
+            out = fn()
+        barrier(info)
+    return out
 
 
 def cleanup(info: DistInfo) -> None:

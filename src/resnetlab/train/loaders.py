@@ -20,9 +20,10 @@ from ..data import (ArrayDataset, BatchAugment, FolderDataset, available_splits,
 from ..data.batches import ArrayBatches, FolderBatches, generator, mix_seed
 from ..data.preprocess import Preprocess, parse_window
 from .config import TrainConfig
-from .distributed import DistInfo, barrier
+from .distributed import DistInfo, main_first
 
-__all__ = ["AUTO_VAL_SPLIT", "DataBundle", "build_data", "make_batches", "generator", "mix_seed", "permute_labels"]
+__all__ = ["AUTO_VAL_SPLIT", "DataBundle", "build_data", "data_preprocess", "make_batches", "generator", "mix_seed",
+           "permute_labels"]
 
 AUTO_VAL_SPLIT = 0.1  # held out of train (val_split=0, "auto") when the data has no val split of its own
 
@@ -73,26 +74,23 @@ def build_data(cfg: TrainConfig, info: DistInfo) -> DataBundle:
     Rank 0 goes first: it alone downloads (``--download``) or unpacks the data and builds the cache, while
     the other ranks wait at a barrier; then they find the data ready and never download.
     """
-    opened: tuple = ()
-    for turn in (True, False):
-        if info.is_main == turn:
-            opened = _open_splits(cfg, download=cfg.download and info.is_main, progress=info.is_main)
-        barrier(info)
-    root, val_split, train, val, test = opened
+    root, val_split, train, val, test = main_first(
+        info, lambda: _open_splits(cfg, download=cfg.download and info.is_main, progress=info.is_main))
     if cfg.shuffle_labels:
         train, val = (permute_labels(ds, cfg.seed + k) for k, ds in enumerate((train, val)))
     for name, ds in (("val", val), ("test", test)):
         if ds is not None and list(train.classes) != list(ds.classes):
             raise ValueError(f"{root}: the train and {name} splits have different classes: "
                              f"{sorted(set(train.classes) ^ set(ds.classes))}")
-    if cfg.image_size:
-        size = cfg.image_size
-    elif isinstance(train, ArrayDataset):
-        size = train.image_size[0]
-    else:
-        size = 224
-    pre = imported_normalisation(cfg, Preprocess.for_data(cfg.preset, size, train.in_chans, parse_window(cfg.window)))
-    return DataBundle(train, val, list(train.classes), pre, str(root), test, val_split, cfg.seed)
+    return DataBundle(train, val, list(train.classes), data_preprocess(cfg, train), str(root), test, val_split,
+                      cfg.seed)
+
+
+def data_preprocess(cfg: TrainConfig, train: ArrayDataset | FolderDataset) -> Preprocess:
+    """The evaluation preprocessing of a run on ``train``: ``image_size``, else a cached data set's own size,
+    else 224; the preset's normalisation (or an imported model's)."""
+    size = cfg.image_size or (train.image_size[0] if isinstance(train, ArrayDataset) else 224)
+    return imported_normalisation(cfg, Preprocess.for_data(cfg.preset, size, train.in_chans, parse_window(cfg.window)))
 
 
 def imported_normalisation(cfg: TrainConfig, pre: Preprocess) -> Preprocess:

@@ -24,15 +24,14 @@ import torch
 import torch.nn as nn
 
 from ..data import ArrayDataset, resolve_data_root
-from ..data.preprocess import Preprocess, parse_window
 from ..data.unlabelled import is_unlabelled_folder, open_unlabelled
 from ..data.views import make_views, method_views, view_seed
 from ..eval.knn import knn_top1
 from ..models import create_model
 from .config import TrainConfig
-from .distributed import DistInfo
+from .distributed import DistInfo, main_first
 from .finetune import starting_weights
-from .loaders import DataBundle, build_data, imported_normalisation, make_batches
+from .loaders import DataBundle, build_data, data_preprocess, make_batches
 from .ssl_losses import KeyQueue, info_nce, mlp_head, momentum_update, negative_cosine, nt_xent
 from .task import Step, TaskPlugin, refuse_classification_settings
 
@@ -159,8 +158,9 @@ class SSLTask(TaskPlugin):
         return model.backbone.state_dict()
 
     def load_model_state(self, model: SSLModel, ck: dict[str, Any]) -> None:
-        model.backbone.load_state_dict(ck["model"])
-        if ck.get("ssl_state") is not None:
+        if ck.get("ssl_state") is None:  # the backbone alone (best.pt for the test pass needs no more)
+            model.backbone.load_state_dict(ck["model"])
+        else:
             model.load_state_dict({**ck["ssl_state"], **{f"backbone.{k}": v for k, v in ck["model"].items()}})
 
     def record(self, model: SSLModel) -> dict[str, Any]:
@@ -200,17 +200,10 @@ class SSLTask(TaskPlugin):
 
 def _unlabelled_bundle(cfg: TrainConfig, root, info: DistInfo) -> DataBundle:
     """Every image of an unlabelled folder as the training split (rank 0 builds the cache first)."""
-    from .distributed import barrier
-
-    train = None
-    for turn in (True, False):
-        if info.is_main == turn:
-            train = open_unlabelled(root, cache_dir=cfg.cache_dir, strict=cfg.strict_data, progress=info.is_main)
-        barrier(info)
-    size = cfg.image_size or (train.image_size[0] if isinstance(train, ArrayDataset) else 224)
-    pre = imported_normalisation(cfg, Preprocess.for_data(cfg.preset, size, train.in_chans, parse_window(cfg.window)))
+    train = main_first(info, lambda: open_unlabelled(root, cache_dir=cfg.cache_dir, strict=cfg.strict_data,
+                                                     progress=info.is_main))
     log.info("self-supervised %s on %s: %d unlabelled images", cfg.ssl, root, len(train))
-    return DataBundle(train, train, list(train.classes), pre, str(root), None, 0.0, cfg.seed)
+    return DataBundle(train, train, list(train.classes), data_preprocess(cfg, train), str(root), None, 0.0, cfg.seed)
 
 
 def _check_crop(bundle: DataBundle) -> None:
