@@ -50,6 +50,20 @@ def test_info_nce_and_negative_cosine():
     assert kk.grad is None and p.grad is not None  # stop-gradient on the target branch
 
 
+def test_losses_run_in_fp32_under_bf16_autocast():
+    """Projections come out of a bf16 autocast step as bf16; the losses must still be computed in FP32 (a bf16
+    similarity matmul rounds each cosine to 8 mantissa bits: at t = 0.1 the loss moves by ~1e-2)."""
+    g = torch.Generator().manual_seed(2)
+    z1, z2 = (torch.randn(16, 32, generator=g).bfloat16() for _ in range(2))
+    queue = F.normalize(torch.randn(64, 32, generator=g), dim=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = [nt_xent(z1, z2, 0.1), info_nce(z1, z2, queue, 0.2), negative_cosine(z1, z2)]
+    want = [nt_xent(z1.float(), z2.float(), 0.1), info_nce(z1.float(), z2.float(), queue, 0.2),
+            negative_cosine(z1.float(), z2.float())]
+    assert all(a.dtype == torch.float32 for a in got)
+    assert [float(a) for a in got] == pytest.approx([float(b) for b in want], rel=1e-6)
+
+
 def test_queue_wraps_and_keeps_the_newest():
     qu = KeyQueue(5, 3)
     a = torch.randn(3, 3)

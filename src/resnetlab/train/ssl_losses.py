@@ -11,12 +11,14 @@ large-batch negatives, Chen et al. 2020 §2; MoCo's queue takes every process's 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["nt_xent", "info_nce", "negative_cosine", "gather", "mlp_head", "momentum_update", "KeyQueue"]
+__all__ = ["in_fp32", "nt_xent", "info_nce", "negative_cosine", "gather", "mlp_head", "momentum_update", "KeyQueue"]
 
 
 def _world() -> tuple[int, int]:
@@ -40,6 +42,20 @@ def gather(x: torch.Tensor, *, grad: bool) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def in_fp32(loss):
+    """Run ``loss`` in FP32 with autocast off: under bf16 autocast its similarity matmul would round each cosine
+    to 8 mantissa bits, and at temperature 0.1-0.5 a logit would be off by up to ~0.04 (lightly and the papers'
+    code compute these losses in FP32 too)."""
+
+    @functools.wraps(loss)
+    def wrapped(*tensors: torch.Tensor, **kw) -> torch.Tensor:
+        with torch.autocast(tensors[0].device.type, enabled=False):
+            return loss(*(t.float() if isinstance(t, torch.Tensor) else t for t in tensors), **kw)
+
+    return wrapped
+
+
+@in_fp32
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
     """SimCLR's normalised temperature-scaled cross-entropy (Chen et al. 2020, eq. 1), averaged over the 2N
     anchors of this process: each view's positive is the other view of its image, its negatives the other
@@ -55,6 +71,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     return F.cross_entropy(logits, torch.cat([own + m, own]))
 
 
+@in_fp32
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
     """MoCo's InfoNCE (He et al. 2020, eq. 1; temperature 0.2 from MoCo v2): query q's positive is its key k
     (from the momentum encoder, no gradient), its negatives the queue's keys."""
@@ -65,6 +82,7 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
 
+@in_fp32
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """-cos(p, stopgrad(z)), the mean over the batch (SimSiam, Chen & He 2021, eq. 1; BYOL's 2 - 2cos up to
     an affine map, Grill et al. 2020 eq. 2)."""
@@ -108,7 +126,8 @@ class KeyQueue(nn.Module):
 
     @torch.no_grad()
     def push(self, k: torch.Tensor) -> None:
-        k = F.normalize(gather(k, grad=False), dim=1)[-self.keys.shape[0]:]  # more keys than room: the newest
+        # keys from a bf16 autocast step are bf16; the queue stays FP32. More keys than room: the newest
+        k = F.normalize(gather(k.to(self.keys.dtype), grad=False), dim=1)[-self.keys.shape[0]:]
         size, n = self.keys.shape[0], k.shape[0]
         idx = (self.ptr + torch.arange(n, device=k.device)) % size
         self.keys[idx] = k
