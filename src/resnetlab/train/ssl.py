@@ -171,8 +171,9 @@ class SSLTask(TaskPlugin):
 
     # --- one step -----------------------------------------------------------------------------------
     def loss(self, net: nn.Module, x: Any, y: Any, device: torch.device, where: Step) -> torch.Tensor:
-        x01 = (x * self.std + self.mean).clamp_(0, 1).to(device, non_blocking=True)
-        mean, std = self.mean.to(device), self.std.to(device)
+        # the statistics move to the device once (.to is a no-op after); un- and re-normalising both run there
+        self.mean, self.std = mean, std = self.mean.to(device), self.std.to(device)
+        x01 = (x.to(device, non_blocking=True) * std + mean).clamp_(0, 1)
         seed = self.cfg.seed
         v1, v2 = ((make_views(x01, r, self.size, view_seed(seed, where.epoch, where.batch, i, self.rank)) - mean) / std
                   for i, r in enumerate(self.views))
